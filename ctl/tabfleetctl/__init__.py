@@ -1,0 +1,1 @@
+"""tabfleetctl: the command-line client of tabfleetd."""

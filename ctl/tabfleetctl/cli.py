@@ -1,0 +1,296 @@
+"""tabfleetctl: submit prompt files to tabfleetd and see where they stand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .client import Client, DaemonError, DaemonNotRunning, default_socket
+from .samples import DEMO_PROMPTS
+
+# Named exit codes.
+EXIT_OK = 0
+EXIT_TASKS_FAILED = 1  # --wait: the job ended with failed tasks
+EXIT_USAGE = 2  # click's own
+EXIT_NOT_RUNNING = 3
+EXIT_DAEMON_ERROR = 4
+
+TERMINAL = ("done", "failed", "cancelled")
+
+
+class Ctx:
+    def __init__(self, socket: str | None, timeout: float) -> None:
+        self.socket = default_socket(socket)
+        self.timeout = timeout
+
+    @contextmanager
+    def client(self) -> Iterator[Client]:
+        try:
+            with Client(self.socket, self.timeout) as client:
+                yield client
+        except DaemonNotRunning as exc:
+            click.echo(f"tabfleetctl: {exc}. Start it with `tabfleetd` (or `systemctl start tabfleetd`).", err=True)
+            sys.exit(EXIT_NOT_RUNNING)
+        except DaemonError as exc:
+            click.echo(f"tabfleetctl: error {exc.code}: {exc}", err=True)
+            sys.exit(EXIT_DAEMON_ERROR)
+
+    def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
+        with self.client() as client:
+            return client.call(op, args)
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--socket", envvar=None, help="Control socket (default: $TABFLEET_SOCKET, $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/tabfleet, /tmp/tabfleet-$UID).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for each reply.")
+@click.pass_context
+def main(ctx: click.Context, socket: str | None, timeout: float) -> None:
+    """Control tabfleetd, the daemon that turns prompt files into images."""
+    ctx.obj = Ctx(socket, timeout)
+
+
+def parse_knobs(knobs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in knobs:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--knob")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--site", default="demo", show_default=True, help="Site to generate on.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (default ./tabfleet-out/JOB).")
+@click.option("--name", help="A name for the job (default: the file's name).")
+@click.option("--workers", type=click.IntRange(min=1), help="Use at most N workers for this job.")
+@click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE", help="A site knob, e.g. latency=2 (demo: latency, jitter, error_rate, error_message, rate_limit, hang_rate, lockup_rate, seed).")
+@click.option("--json", "as_json", is_flag=True, help="Print {\"job\": ID, \"tasks\": N}.")
+@click.option("--wait", is_flag=True, help="Wait until the job ends; exit 1 if any task failed.")
+@pass_ctx
+def submit(ctx: Ctx, file: Path, site: str, out: Path | None, name: str | None, workers: int | None,
+           knobs: tuple[str, ...], as_json: bool, wait: bool) -> None:
+    """Queue every prompt in FILE (.txt, .csv with a 'prompt' column, or .jsonl)."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise click.FileError(str(file), exc.strerror) from None
+    args = {"filename": file.name, "data": data, "site": site, "out": str(out.resolve()) if out else None,
+            "cwd": os.getcwd(), "name": name, "workers": workers, "knobs": parse_knobs(knobs)}
+    with ctx.client() as client:
+        result = client.call("submit", args)
+        if as_json:
+            click.echo(json.dumps({"job": result["job"], "tasks": result["tasks"]}))
+        else:
+            click.echo(f"job {result['job']}: {result['tasks']} prompts queued; images go to {result['out']}")
+        if wait:
+            job = follow(client, result["job"], quiet=as_json)
+            sys.exit(EXIT_TASKS_FAILED if job["failed"] or job["state"] != "done" else EXIT_OK)
+
+
+def follow(client: Client, job_id: str, quiet: bool = False, interval: float = 0.5) -> dict[str, Any]:
+    """Show a job's progress until it ends; return its final status."""
+    tty = sys.stderr.isatty() and not quiet
+    last = ""
+    while True:
+        job = client.call("status", {"job": job_id})["jobs"][0]
+        line = progress_line(job)
+        if not quiet and line != last:
+            click.echo(("\r" + line.ljust(len(last))) if tty else line, err=True, nl=not tty)
+            last = line
+        if job["state"] in TERMINAL:
+            if tty:
+                click.echo("", err=True)
+            return job
+        time.sleep(interval)
+
+
+def progress_line(job: dict[str, Any]) -> str:
+    total = max(job["total"], 1)
+    width = 24
+    filled = int(width * (job["done"] + job["failed"]) / total)
+    eta = "" if job["eta_s"] is None else f" eta {fmt_seconds(job['eta_s'])}"
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {job['done']}/{job['total']} done, {job['failed']} failed, "
+            f"{job['running']} running, {job['pending']} pending, {job['rate_per_min']:.1f}/min{eta}")
+
+
+def fmt_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole status as JSON.")
+@pass_ctx
+def status(ctx: Ctx, job: str | None, as_json: bool) -> None:
+    """Show jobs, workers and memory (one JOB, or all)."""
+    result = ctx.call("status", {"job": job} if job else {})
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(table(["JOB", "NAME", "STATE", "DONE", "FAILED", "RUN", "PENDING", "TOTAL", "RATE/MIN", "ETA", "OUT"],
+                     [[j["id"], j["name"][:20], j["state"], j["done"], j["failed"], j["running"], j["pending"], j["total"],
+                       f"{j['rate_per_min']:.1f}", "" if j["eta_s"] is None else fmt_seconds(j["eta_s"]), j["out"]]
+                      for j in result["jobs"]]) if result["jobs"] else "no jobs")
+    click.echo("")
+    click.echo(workers_table(result["workers"]))
+    mem = result["memory"]
+    click.echo(f"\nmemory: {mem['used_mb'] / 1024:.1f} of {mem['total_mb'] / 1024:.1f} GiB used ({mem['percent']:.0f} %); "
+               f"daemon {mem['daemon_rss_mb']:.0f} MB")
+
+
+def workers_table(workers: list[dict[str, Any]]) -> str:
+    if not workers:
+        return "no workers"
+    return table(["WORKER", "PID", "STATE", "DONE", "RSS MB", "RESTARTS", "CURRENT / LAST ERROR"],
+                 [[w["id"], w["pid"] or "", w["state"], w["tasks_done"], f"{w['rss_mb']:.0f}", w["restarts"],
+                   (w.get("current_prompt") or "")[:40] or (w["last_error"] or "")[:60]] for w in workers])
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def job_command(op: str, verb: str, doc: str) -> None:
+    @main.command(name=op, help=doc)
+    @click.argument("job")
+    @pass_ctx
+    def command(ctx: Ctx, job: str) -> None:
+        result = ctx.call(op, {"job": job})
+        if result.get("changed"):
+            click.echo(f"job {job} {verb} (now {result['state']})")
+        else:
+            click.echo(f"job {job} unchanged ({result['state']}){': ' + result['message'] if result.get('message') else ''}")
+
+
+job_command("resume", "resumed", "Resume a paused job, or give a failed or cancelled job's unfinished tasks fresh attempts.")
+job_command("pause", "paused", "Pause a job: running tasks finish, no new ones start.")
+job_command("cancel", "cancelled", "Cancel a job's unfinished tasks (images already made are kept).")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--state", type=click.Choice(["pending", "running", "retry_wait", "done", "failed", "cancelled"]), help="Only tasks in this state.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@pass_ctx
+def tasks(ctx: Ctx, job: str, state: str | None, as_json: bool) -> None:
+    """List a job's tasks with their state, attempts, file and last error."""
+    result = ctx.call("tasks", {"job": job, "state": state})
+    if as_json:
+        for task in result["tasks"]:
+            click.echo(json.dumps(task))
+        return
+    click.echo(table(["#", "STATE", "TRIES", "FILE / ERROR", "PROMPT"],
+                     [[t["index"], t["state"], t["attempts"], t["file"] or (t["error"] or "")[:50], t["prompt"][:50]]
+                      for t in result["tasks"]]))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def workers(ctx: Ctx, as_json: bool) -> None:
+    """Show the worker processes."""
+    result = ctx.call("workers")
+    click.echo(json.dumps(result, indent=2) if as_json else workers_table(result["workers"]))
+
+
+@main.command()
+@pass_ctx
+def ping(ctx: Ctx) -> None:
+    """Check that the daemon answers."""
+    result = ctx.call("ping")
+    click.echo(f"tabfleetd is up (pid {result['pid']}, up {fmt_seconds(result['uptime_s'])})")
+
+
+@main.command()
+@pass_ctx
+def shutdown(ctx: Ctx) -> None:
+    """Stop the daemon; tasks in flight get a grace period, the rest stay queued."""
+    ctx.call("shutdown")
+    click.echo("tabfleetd is stopping")
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Workers for a daemon the demo starts.")
+@click.option("--count", type=click.IntRange(1, len(DEMO_PROMPTS)), default=36, show_default=True, help="How many sample prompts.")
+@click.option("--latency", type=float, default=1.0, show_default=True, help="Seconds the demo site takes per image.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (default ./tabfleet-out/JOB).")
+@click.option("--keep-daemon", is_flag=True, help="Leave a daemon the demo started running afterwards.")
+@pass_ctx
+def demo(ctx: Ctx, workers: int, count: int, latency: float, out: Path | None, keep_daemon: bool) -> None:
+    """First run: generate sample images on the bundled demo site."""
+    started = None
+    try:
+        Client(ctx.socket, ctx.timeout).connect()
+    except DaemonNotRunning:
+        started = start_daemon(ctx, workers)
+    try:
+        with ctx.client() as client:
+            result = client.call("submit", {
+                "filename": "demo-prompts.txt", "data": "\n".join(DEMO_PROMPTS[:count]).encode(), "site": "demo",
+                "out": str(out.resolve()) if out else None, "cwd": os.getcwd(), "name": "demo",
+                "knobs": {"latency": str(latency)}})
+            click.echo(f"job {result['job']}: {result['tasks']} sample prompts sent to the demo site")
+            job = follow(client, result["job"])
+        click.echo(f"{job['done']} images in {job['out']} (list: {Path(job['out']) / 'manifest.jsonl'})")
+        if job["failed"]:
+            click.echo(f"{job['failed']} prompts failed; see `tabfleetctl tasks {job['id']} --state failed`")
+            sys.exit(EXIT_TASKS_FAILED)
+    finally:
+        if started is not None and not keep_daemon:
+            stop_daemon(ctx, started)
+
+
+def start_daemon(ctx: Ctx, workers: int) -> subprocess.Popen[bytes]:
+    """Start tabfleetd in the background for the demo and wait until it answers."""
+    log_path = Path(tempfile.gettempdir()) / f"tabfleetd-demo-{os.getuid()}.log"
+    click.echo(f"starting tabfleetd with {workers} workers (log: {log_path})")
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "tabfleetd", "--socket", str(ctx.socket), "--workers", str(workers)],
+                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            click.echo("tabfleetctl: tabfleetd could not start:\n  " + "\n  ".join(tail), err=True)
+            sys.exit(EXIT_NOT_RUNNING)
+        try:
+            Client(ctx.socket, 5).connect()
+            return proc
+        except DaemonNotRunning:
+            time.sleep(0.2)
+    proc.kill()
+    click.echo(f"tabfleetctl: tabfleetd did not answer within 60 s; see {log_path}", err=True)
+    sys.exit(EXIT_NOT_RUNNING)
+
+
+def stop_daemon(ctx: Ctx, proc: subprocess.Popen[bytes]) -> None:
+    try:
+        with Client(ctx.socket, 5) as client:
+            client.call("shutdown")
+    except (DaemonNotRunning, DaemonError):
+        proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    click.echo("the demo's tabfleetd has stopped")

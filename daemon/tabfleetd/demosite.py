@@ -1,0 +1,539 @@
+"""A loopback stand-in for a chat-style image generator, for tests and benchmarks.
+
+``DemoSite`` serves one chat page plus a tiny JSON API on 127.0.0.1. The page
+follows a fixed DOM contract (see ``PAGE``) that the browser-driving code
+relies on, so it behaves like the real site from automation's point of view:
+type into a contenteditable composer, press send, wait for the assistant turn
+to finish, read the image back with the page's own cookies.
+
+Faults are switched on per job through the page URL's query string, which the
+page forwards verbatim with every generate request:
+
+    latency=1.0        seconds before the answer
+    jitter=0           ± uniform seconds added to latency
+    error_rate=0       chance of an error answer (HTTP 500)
+    error_message=...  text of that error
+    rate_limit=N/S     at most N generations per S seconds per scope (HTTP 429)
+    hang_rate=0        chance the request never answers
+    lockup_rate=0      chance the page's renderer busy-loops forever
+    scope=default      key isolating rate-limit counters and seeded RNGs
+    seed=<int>         make the error/hang/lockup/jitter draws repeatable
+
+A prompt containing ``[[error]]``, ``[[ratelimit]]``, ``[[hang]]`` or
+``[[lockup]]`` gets that outcome every time. Bad knob values fall back to
+their defaults with a warning rather than failing the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import logging
+import math
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .demoimage import render_png
+
+__all__ = ["DEFAULT_ERROR_MESSAGE", "DemoSite", "Knobs", "PAGE", "SESSION_COOKIE"]
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "demo_session"
+DEFAULT_ERROR_MESSAGE = (
+    "Something went wrong. If this issue persists please contact us through our help center."
+)
+RATE_LIMIT_MESSAGE = "You're generating images too quickly. Please try again in {k} seconds."
+# Retry hint for a [[ratelimit]] prompt when no rate_limit knob gives a window.
+_POISON_RETRY_AFTER = 60
+_MAX_IMAGES = 10_000
+_MAX_PROMPT_CHARS = 100_000
+_MAX_TEXT_KNOB_CHARS = 1_000
+_MAX_LATENCY = 3_600.0
+
+# Sessions are signed rather than stored: every DemoSite in this process
+# accepts them (browsers share cookies across ports of one host), nothing
+# grows with the number of sessions, and a restarted process re-issues them.
+_SESSION_KEY = secrets.token_bytes(32)
+_UNSEEDED = random.Random()
+
+
+def _sign(nonce: str) -> str:
+    return hmac.new(_SESSION_KEY, nonce.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+
+def _new_session() -> str:
+    nonce = secrets.token_urlsafe(16)
+    return f"{nonce}.{_sign(nonce)}"
+
+
+def _valid_session(token: str | None) -> bool:
+    if not token or token.count(".") != 1 or not token.isascii():
+        return False
+    nonce, mac = token.split(".")
+    return hmac.compare_digest(mac, _sign(nonce))
+
+
+def _rate(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be within 0..1")
+    return value
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= _MAX_LATENCY:
+        raise ValueError(f"must be within 0..{_MAX_LATENCY:g}")
+    return value
+
+
+def _text(raw: str) -> str:
+    if not raw or len(raw) > _MAX_TEXT_KNOB_CHARS:
+        raise ValueError(f"must be 1..{_MAX_TEXT_KNOB_CHARS} characters")
+    return raw
+
+
+def _rate_limit(raw: str) -> tuple[int, float]:
+    count, _, window = raw.partition("/")
+    n, s = int(count), float(window)
+    if n < 1 or not 0.0 < s <= 86_400.0:
+        raise ValueError("must be N/S with N >= 1 and 0 < S <= 86400")
+    return n, s
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "latency": _seconds,
+    "jitter": _seconds,
+    "error_rate": _rate,
+    "error_message": _text,
+    "rate_limit": _rate_limit,
+    "hang_rate": _rate,
+    "lockup_rate": _rate,
+    "scope": _text,
+    "seed": int,
+}
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The fault settings of one generate request."""
+
+    latency: float = 1.0
+    jitter: float = 0.0
+    error_rate: float = 0.0
+    error_message: str = DEFAULT_ERROR_MESSAGE
+    rate_limit: tuple[int, float] | None = None
+    hang_rate: float = 0.0
+    lockup_rate: float = 0.0
+    scope: str = "default"
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, object]) -> Knobs:
+        """Knobs from query-string values; an invalid value keeps its default."""
+        values: dict[str, object] = {}
+        for name, parse in _PARSERS.items():
+            if name not in raw:
+                continue
+            try:
+                values[name] = parse(str(raw[name]))
+            except (ValueError, OverflowError) as exc:
+                log.warning(
+                    "demo site: bad knob %s=%.80r, using default %r (%s)",
+                    name, raw[name], getattr(cls, name), exc,
+                )
+        return cls(**values)  # type: ignore[arg-type]
+
+
+class DemoSite:
+    """The demo chat site as an aiohttp app bound to loopback."""
+
+    def __init__(self) -> None:
+        # prompt -> number of images generated for it, so tests see duplicates.
+        self.generated: dict[str, int] = {}
+        self._images: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._recent: dict[str, collections.deque[float]] = {}
+        self._rngs: dict[tuple[str, int], random.Random] = {}
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self._host = "127.0.0.1"
+
+    @property
+    def base_url(self) -> str:
+        """Where the site listens, e.g. ``http://127.0.0.1:41234``."""
+        if self._runner is None:
+            raise RuntimeError("demo site is not running")
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Bind and serve; ``port=0`` picks a free port."""
+        if self._runner is not None:
+            raise RuntimeError("demo site already running")
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/", self._page),
+                web.post("/api/generate", self._generate),
+                web.get("/img/{image_id:[A-Za-z0-9_-]+}.png", self._image),
+                web.get("/healthz", self._healthz),
+            ]
+        )
+        self._closing = asyncio.Event()
+        # A short shutdown timeout backs up _closing for any handler still stuck.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._port = runner.addresses[0][1]
+        self._host = host
+        self._runner = runner
+        log.info("demo site listening on %s", self.base_url)
+
+    async def stop(self) -> None:
+        """Stop serving; hung and sleeping requests are released first."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._closing.set()
+        await runner.cleanup()
+        log.info("demo site on port %s stopped", self._port)
+
+    async def _pause(self, seconds: float | None) -> bool:
+        """Sleep (forever if None) unless the site stops; True if it stopped."""
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _rng(self, knobs: Knobs) -> random.Random:
+        if knobs.seed is None:
+            return _UNSEEDED
+        key = (knobs.scope, knobs.seed)
+        rng = self._rngs.get(key)
+        if rng is None:
+            rng = self._rngs[key] = random.Random(f"{knobs.scope}:{knobs.seed}")
+        return rng
+
+    def _admit(self, knobs: Knobs) -> int | None:
+        """Record one generation in the scope's window; seconds to wait if full."""
+        if knobs.rate_limit is None:
+            return None
+        limit, window = knobs.rate_limit
+        now = time.monotonic()
+        recent = self._recent.setdefault(knobs.scope, collections.deque())
+        while recent and recent[0] <= now - window:
+            recent.popleft()
+        if len(recent) >= limit:
+            return max(1, math.ceil(recent[-limit] + window - now))
+        recent.append(now)
+        return None
+
+    async def _page(self, request: web.Request) -> web.Response:
+        response = web.Response(text=PAGE, content_type="text/html", charset="utf-8")
+        response.headers["Cache-Control"] = "no-store"
+        if not _valid_session(request.cookies.get(SESSION_COOKIE)):
+            response.set_cookie(SESSION_COOKIE, _new_session(), path="/", httponly=True, samesite="Lax")
+        return response
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _image(self, request: web.Request) -> web.Response:
+        if not _valid_session(request.cookies.get(SESSION_COOKIE)):
+            raise web.HTTPForbidden(text="no session")
+        prompt = self._images.get(request.match_info["image_id"])
+        if prompt is None:
+            raise web.HTTPNotFound(text="no such image")
+        return web.Response(
+            body=render_png(prompt),
+            content_type="image/png",
+            headers={"Cache-Control": "private, max-age=3600"},
+        )
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        if not _valid_session(request.cookies.get(SESSION_COOKIE)):
+            return _error(403, "Your session has expired. Please reload the page.", "error", None)
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "Request body must be JSON.", "error", None)
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > _MAX_PROMPT_CHARS:
+            return _error(400, "A prompt is required.", "error", None)
+        raw_knobs = body.get("knobs")
+        knobs = Knobs.parse(raw_knobs if isinstance(raw_knobs, dict) else {})
+
+        wait: int | None
+        if "[[ratelimit]]" in prompt:
+            wait = math.ceil(knobs.rate_limit[1]) if knobs.rate_limit else _POISON_RETRY_AFTER
+        else:
+            wait = self._admit(knobs)
+        # Draw all four every time so a seeded sequence does not shift with the knobs.
+        rng = self._rng(knobs)
+        jitter, hang, lockup, error = (rng.random() for _ in range(4))
+
+        if wait is None and ("[[lockup]]" in prompt or lockup < knobs.lockup_rate):
+            log.info("demo site: lockup for %.60r", prompt)
+            return web.json_response({"lockup": True})
+        if wait is None and ("[[hang]]" in prompt or hang < knobs.hang_rate):
+            log.info("demo site: hanging on %.60r", prompt)
+            await self._pause(None)
+            return _error(503, "The server is shutting down.", "error", None)
+
+        delay = knobs.latency + (2.0 * jitter - 1.0) * knobs.jitter
+        if await self._pause(max(0.0, delay)):
+            return _error(503, "The server is shutting down.", "error", None)
+
+        if wait is not None:
+            return _error(429, RATE_LIMIT_MESSAGE.format(k=wait), "rate_limit", wait)
+        if "[[error]]" in prompt or error < knobs.error_rate:
+            return _error(500, knobs.error_message, "error", None)
+
+        image_id = secrets.token_urlsafe(12)
+        self._images[image_id] = prompt
+        while len(self._images) > _MAX_IMAGES:
+            self._images.popitem(last=False)
+        self.generated[prompt] = self.generated.get(prompt, 0) + 1
+        return web.json_response({"image": f"/img/{image_id}.png"})
+
+
+def _error(status: int, message: str, kind: str, retry_after: int | None) -> web.Response:
+    return web.json_response(
+        {"error": message, "kind": kind, "retry_after": retry_after}, status=status
+    )
+
+
+# The DOM contract (automation depends on these ids, classes and attributes):
+#   #thread > .turn.user[data-role=user]             the prompt as text
+#   #thread > .turn.assistant[data-role=assistant]   appended on send, holding
+#       .loading[data-testid=image-gen-loading-state] until done, then either
+#       img.result[alt="Generated image: PROMPT"] or p.error[data-kind], and
+#       data-state="done" once the img has loaded or the error is shown
+#   #prompt-textarea[contenteditable]                the composer
+#   #send[data-testid=send-button] / #stop[data-testid=stop-button]
+# Stop aborts the request and ends the turn with p.error[data-kind=stopped].
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Demo Image Chat</title>
+<style>
+  * { box-sizing: border-box; }
+  [hidden] { display: none !important; }
+  html, body { height: 100%; margin: 0; }
+  body {
+    display: flex; flex-direction: column;
+    font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+    color: #0d0d0d; background: #fff;
+  }
+  header {
+    padding: 12px 20px; font-size: 17px; font-weight: 600; color: #5d5d5d;
+    border-bottom: 1px solid #ececec;
+  }
+  header span { color: #0d0d0d; }
+  main { flex: 1; overflow-y: auto; }
+  #thread {
+    max-width: 760px; margin: 0 auto; padding: 24px 20px 8px;
+    display: flex; flex-direction: column; gap: 18px;
+  }
+  .turn { max-width: 100%; }
+  .turn.user {
+    align-self: flex-end; max-width: 70%; padding: 10px 16px;
+    background: #f4f4f4; border-radius: 18px; white-space: pre-wrap; overflow-wrap: anywhere;
+  }
+  .turn.assistant { align-self: flex-start; }
+  .loading {
+    width: 256px; height: 256px; border-radius: 14px; background: #f0f0f0;
+    display: flex; align-items: center; justify-content: center;
+    color: #8f8f8f; font-size: 14px; animation: pulse 1.6s ease-in-out infinite;
+  }
+  @keyframes pulse { 50% { opacity: .55; } }
+  img.result {
+    display: block; width: 256px; height: 256px; border-radius: 14px;
+    image-rendering: pixelated; box-shadow: 0 1px 4px rgba(0,0,0,.12);
+  }
+  p.error {
+    margin: 0; padding: 10px 14px; border: 1px solid #f3c1c1; border-radius: 12px;
+    background: #fff5f5; color: #b42318; max-width: 520px;
+  }
+  p.error[data-kind="rate_limit"] { border-color: #f5d58a; background: #fffbeb; color: #8a5a00; }
+  p.error[data-kind="stopped"] { border-color: #e3e3e3; background: #fafafa; color: #6b6b6b; }
+  footer { padding: 8px 20px 20px; }
+  .composer-box {
+    max-width: 760px; margin: 0 auto; display: flex; align-items: flex-end; gap: 8px;
+    padding: 10px 10px 10px 18px; border-radius: 26px; background: #f4f4f4;
+    box-shadow: 0 0 0 1px #e5e5e5;
+  }
+  .composer {
+    flex: 1; min-height: 24px; max-height: 200px; overflow-y: auto; padding: 6px 0;
+    outline: none; white-space: pre-wrap; overflow-wrap: anywhere;
+  }
+  .composer:empty::before { content: attr(data-placeholder); color: #8f8f8f; }
+  footer button {
+    height: 36px; padding: 0 16px; border: 0; border-radius: 18px;
+    font: inherit; font-weight: 600; cursor: pointer; color: #fff; background: #0d0d0d;
+  }
+  footer button:disabled { opacity: .3; cursor: default; }
+  #stop { background: #fff; color: #0d0d0d; box-shadow: inset 0 0 0 1.5px #0d0d0d; }
+  .hint { max-width: 760px; margin: 6px auto 0; text-align: center; font-size: 12px; color: #8f8f8f; }
+</style>
+</head>
+<body>
+<header>Demo <span>Image Chat</span></header>
+<main id="scroller"><div id="thread"></div></main>
+<footer>
+  <div class="composer-box">
+    <div id="prompt-textarea" contenteditable="true" class="composer" role="textbox"
+         aria-multiline="true" data-placeholder="Describe an image"></div>
+    <button id="send" data-testid="send-button" type="button">Send</button>
+    <button id="stop" data-testid="stop-button" type="button" hidden disabled>Stop</button>
+  </div>
+  <div class="hint">A local stand-in for an image generator. Images are deterministic mosaics.</div>
+</footer>
+<script>
+(() => {
+  "use strict";
+  // Long benchmark runs reuse one page; cap the DOM at 50 prompt/answer pairs.
+  const MAX_TURNS = 100;
+  const knobs = {};
+  for (const [key, value] of new URLSearchParams(location.search)) knobs[key] = value;
+
+  const scroller = document.getElementById("scroller");
+  const thread = document.getElementById("thread");
+  const composer = document.getElementById("prompt-textarea");
+  const sendButton = document.getElementById("send");
+  const stopButton = document.getElementById("stop");
+  let current = null;  // {turn, controller} while a generation runs
+
+  function setBusy(busy) {
+    sendButton.hidden = busy;
+    sendButton.disabled = busy;
+    stopButton.hidden = !busy;
+    stopButton.disabled = !busy;
+  }
+
+  function turn(role) {
+    const div = document.createElement("div");
+    div.className = "turn " + role;
+    div.dataset.role = role;
+    return div;
+  }
+
+  function scrollDown() { scroller.scrollTop = scroller.scrollHeight; }
+
+  function finish(assistant, node) {
+    if (assistant.dataset.state === "done") return;
+    const loading = assistant.querySelector(".loading");
+    if (loading) loading.remove();
+    assistant.appendChild(node);
+    assistant.dataset.state = "done";
+    if (current && current.turn === assistant) {
+      current = null;
+      setBusy(false);
+    }
+    scrollDown();
+  }
+
+  function showError(assistant, message, kind) {
+    const p = document.createElement("p");
+    p.className = "error";
+    p.dataset.kind = kind;
+    p.textContent = message;
+    finish(assistant, p);
+  }
+
+  function showImage(assistant, prompt, src) {
+    // Loaded detached, so the turn never holds both the spinner and the image.
+    const img = new Image();
+    img.className = "result";
+    img.alt = "Generated image: " + prompt;
+    img.onload = () => finish(assistant, img);
+    img.onerror = () => showError(assistant, "The image could not be loaded.", "error");
+    img.src = src;
+  }
+
+  async function send() {
+    if (current) return;
+    const prompt = composer.innerText.trim();
+    if (!prompt) return;
+
+    const user = turn("user");
+    user.textContent = prompt;
+    composer.textContent = "";
+    const assistant = turn("assistant");
+    const loading = document.createElement("div");
+    loading.className = "loading";
+    loading.dataset.testid = "image-gen-loading-state";
+    loading.textContent = "Creating image\\u2026";
+    assistant.appendChild(loading);
+    thread.append(user, assistant);
+    while (thread.children.length > MAX_TURNS) thread.firstElementChild.remove();
+    scrollDown();
+
+    const controller = new AbortController();
+    current = {turn: assistant, controller};
+    setBusy(true);
+
+    let response, data = null;
+    try {
+      response = await fetch("/api/generate", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({prompt, knobs}),
+        signal: controller.signal,
+      });
+      data = await response.json().catch(() => null);
+    } catch (err) {
+      if (!controller.signal.aborted) {
+        showError(assistant, "Network error. Check your connection and try again.", "error");
+      }
+      return;
+    }
+    if (controller.signal.aborted) return;
+    if (data && data.lockup) {
+      // A locked-up renderer: nothing on this page runs again.
+      for (;;) {}
+    }
+    if (response.ok && data && typeof data.image === "string") {
+      showImage(assistant, prompt, data.image);
+    } else {
+      const message = (data && data.error) || ("Request failed (HTTP " + response.status + ").");
+      showError(assistant, message, (data && data.kind) || "error");
+    }
+  }
+
+  sendButton.addEventListener("click", send);
+  stopButton.addEventListener("click", () => {
+    if (!current) return;
+    const {turn: assistant, controller} = current;
+    controller.abort();
+    showError(assistant, "Image generation stopped.", "stopped");
+  });
+  composer.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  composer.focus();
+})();
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,129 @@
+"""The exception tree of tabfleetd, each class with a numbered error code.
+
+    TabfleetError                 1000
+    ├── ProtocolError             1100  a frame that cannot be read
+    │   └── FrameTooLarge         1101
+    ├── RequestError              1200  a well-formed request that cannot be served
+    │   ├── UnknownOp             1201
+    │   ├── BadArgs               1202
+    │   ├── VersionMismatch       1203
+    │   └── NotAuthorized         1204
+    ├── NotFound                  1300
+    │   └── UnknownJob            1301
+    ├── InputError                1400  user input (files, directories) that is wrong
+    │   ├── PromptFileError       1401
+    │   └── OutDirError           1402
+    ├── StateError                1500
+    │   └── IllegalTransition     1501
+    ├── ConfigError               1600
+    ├── BrowserError              1700
+    │   ├── ChromiumNotFound      1701
+    │   └── BrowserStartError     1702
+    ├── SiteError                 1800  a prompt that the site did not turn into an image
+    └── AlreadyRunning            1900
+
+Codes travel in error replies (``{"code", "message"}``) so a client can tell
+failures apart without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class TabfleetError(Exception):
+    code = 1000
+
+
+class ProtocolError(TabfleetError):
+    code = 1100
+
+
+class FrameTooLarge(ProtocolError):
+    code = 1101
+
+
+class RequestError(TabfleetError):
+    code = 1200
+
+
+class UnknownOp(RequestError):
+    code = 1201
+
+
+class BadArgs(RequestError):
+    code = 1202
+
+
+class VersionMismatch(RequestError):
+    code = 1203
+
+
+class NotAuthorized(RequestError):
+    code = 1204
+
+
+class NotFound(TabfleetError):
+    code = 1300
+
+
+class UnknownJob(NotFound):
+    code = 1301
+
+
+class InputError(TabfleetError):
+    code = 1400
+
+
+class PromptFileError(InputError):
+    """A prompt file that cannot be queued; the message names the file and line."""
+
+    code = 1401
+
+    def __init__(self, filename: str, line: int | None, problem: str) -> None:
+        self.filename = filename
+        self.line = line
+        self.problem = problem
+        where = f"{filename} line {line}" if line is not None else filename
+        super().__init__(f"{where}: {problem}")
+
+
+class OutDirError(InputError):
+    code = 1402
+
+
+class StateError(TabfleetError):
+    code = 1500
+
+
+class IllegalTransition(StateError):
+    code = 1501
+
+
+class ConfigError(TabfleetError):
+    code = 1600
+
+
+class BrowserError(TabfleetError):
+    code = 1700
+
+
+class ChromiumNotFound(BrowserError):
+    code = 1701
+
+
+class BrowserStartError(BrowserError):
+    code = 1702
+
+
+class SiteError(TabfleetError):
+    """The site did not turn a prompt into an image; ``kind`` is its failure class."""
+
+    code = 1800
+
+    def __init__(self, message: str, kind: str = "transient", wait_s: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.wait_s = wait_s
+
+
+class AlreadyRunning(TabfleetError):
+    code = 1900

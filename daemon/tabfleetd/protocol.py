@@ -1,0 +1,104 @@
+"""The wire protocol between tabfleetctl and tabfleetd, without any socket I/O.
+
+Each message is a 4-byte big-endian length followed by one msgpack map.
+
+    request  {"op": str, "args": map, "id": int}
+    reply    {"id": int, "ok": true, "result": any}
+           | {"id": int|nil, "ok": false, "error": {"code": int, "message": str}}
+
+The first request on a connection must be ``hello`` carrying the client's
+protocol version; the daemon refuses anything else until then.  The same
+framing (length + msgpack map) carries daemon <-> worker messages.
+
+This module is imported by tabfleetctl, so it may import only the standard
+library, msgpack and ``tabfleetd.errors``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from .errors import FrameTooLarge, ProtocolError
+
+PROTOCOL_VERSION = 1
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+SOCKET_NAME = "tabfleetd.sock"
+
+
+def encode(msg: Mapping[str, Any]) -> bytes:
+    """Return one frame: the length header and the packed map."""
+    body = msgpack.packb(msg, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def body_length(header: bytes, limit: int = DEFAULT_MAX_FRAME) -> int:
+    """Read a frame header; refuse a length over ``limit`` before any body is read."""
+    if len(header) != HEADER.size:
+        raise ProtocolError(f"truncated frame header ({len(header)} of {HEADER.size} bytes)")
+    (length,) = HEADER.unpack(header)
+    if length > limit:
+        raise FrameTooLarge(f"frame of {length} bytes is over the limit of {limit} bytes")
+    return length
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """Unpack one frame body into a map, or raise ProtocolError."""
+    try:
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many unrelated types for bad input
+        raise ProtocolError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"a frame must hold a map, not {type(msg).__name__}")
+    return msg
+
+
+def request(op: str, args: Mapping[str, Any] | None = None, msg_id: int = 0) -> dict[str, Any]:
+    return {"op": op, "args": dict(args or {}), "id": msg_id}
+
+
+def ok_reply(msg_id: int | None, result: Any) -> dict[str, Any]:
+    return {"id": msg_id, "ok": True, "result": result}
+
+
+def error_reply(msg_id: int | None, code: int, message: str) -> dict[str, Any]:
+    return {"id": msg_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def parse_request(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any], int | None]:
+    """Check a request's shape and return (op, args, id)."""
+    msg_id = msg.get("id")
+    if msg_id is not None and not isinstance(msg_id, int):
+        raise ProtocolError("request 'id' must be an integer")
+    op = msg.get("op")
+    if not isinstance(op, str) or not op:
+        raise ProtocolError("request needs an 'op' string")
+    args = msg.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError("request 'args' must be a map")
+    return op, args, msg_id
+
+
+def resolve_socket_path(explicit: str | None, env: Mapping[str, str], uid: int) -> Path:
+    """Find the control socket the same way on both sides.
+
+    --socket, else $TABFLEET_SOCKET, else $RUNTIME_DIRECTORY (systemd), else
+    $XDG_RUNTIME_DIR/tabfleet, else /tmp/tabfleet-$UID.
+    """
+    if explicit:
+        return Path(explicit)
+    if env.get("TABFLEET_SOCKET"):
+        return Path(env["TABFLEET_SOCKET"])
+    if env.get("RUNTIME_DIRECTORY"):
+        # systemd may list several directories separated by colons; the first is ours
+        return Path(env["RUNTIME_DIRECTORY"].split(":")[0]) / SOCKET_NAME
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "tabfleet" / SOCKET_NAME
+    return Path(f"/tmp/tabfleet-{uid}") / SOCKET_NAME
