@@ -133,13 +133,14 @@ class Commands:
         view.update({b: counts[b] for b in BUCKETS})
         return view
 
-    # tasks {"job": str, "state": str|nil} -> {"tasks": [{"index", "prompt", "state", "attempts", "file", "error"}]}
+    # tasks {"job": str, "state": str|nil}
+    #   -> {"tasks": [{"index", "prompt", "state", "attempts", "file", "error", "error_kind", "worker", "started", "finished"}]}
     @op("tasks")
     async def tasks(self, args: dict[str, Any], peer: Peer) -> Any:
         job_id = arg(args, "job", str)
         state = arg(args, "state", str, None)
         await self.daemon.store("get_job", job_id)
-        keep = ("index", "prompt", "state", "attempts", "file", "error", "error_kind", "worker")
+        keep = ("index", "prompt", "state", "attempts", "file", "error", "error_kind", "worker", "started", "finished")
         return {"tasks": [{k: t.get(k) for k in keep} for t in await self.daemon.store("tasks_of", job_id)
                           if state is None or t["state"] == state]}
 

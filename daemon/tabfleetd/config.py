@@ -55,6 +55,8 @@ class Config:
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _PATHS = {"socket", "state_dir"}
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
+_AT_LEAST_ONE = {"workers", "max_attempts", "max_connections", "max_frame_bytes", "max_prompt_chars", "map_size_mb"}
+_POSITIVE = {"heartbeat_interval_s", "heartbeat_timeout_s", "task_deadline_s", "cdp_timeout_s", "browser_start_timeout_s", "read_timeout_s"}
 
 
 def describe() -> str:
@@ -99,12 +101,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} must be an integer")
-        if value < 0 or (name == "workers" and value < 1):
-            raise ConfigError(f"{where} must be {'at least 1' if name == 'workers' else 'zero or more'}")
+        if value < 0 or (name in _AT_LEAST_ONE and value < 1):
+            raise ConfigError(f"{where} must be {'at least 1' if name in _AT_LEAST_ONE else 'zero or more'}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{where} must be a number of zero or more")
+        if name in _POSITIVE and value == 0:
+            raise ConfigError(f"{where} must be more than zero")
         return float(value)
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):

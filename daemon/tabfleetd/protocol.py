@@ -73,7 +73,7 @@ def error_reply(msg_id: int | None, code: int, message: str) -> dict[str, Any]:
 def parse_request(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any], int | None]:
     """Check a request's shape and return (op, args, id)."""
     msg_id = msg.get("id")
-    if msg_id is not None and not isinstance(msg_id, int):
+    if msg_id is not None and (not isinstance(msg_id, int) or isinstance(msg_id, bool)):
         raise ProtocolError("request 'id' must be an integer")
     op = msg.get("op")
     if not isinstance(op, str) or not op:

@@ -73,7 +73,7 @@ class Store:
                     return fn(txn)
             except lmdb.MapFullError:
                 new_size = self.env.info()["map_size"] * 2
-                log.info("LMDB map full; growing it to %d MiB", new_size >> 20)
+                log.info("LMDB map full; growing it to %.1f MiB", new_size / 2**20)
                 self.env.set_mapsize(new_size)
 
     def _read(self, fn: Callable[[lmdb.Transaction], R]) -> R:
@@ -166,7 +166,7 @@ class Store:
                 st = TaskState(task["state"])
                 if state == JobState.PAUSED and st in (TaskState.PENDING, TaskState.RETRY_WAIT):
                     self._unqueue(txn, job, task)
-                elif state == JobState.ACTIVE and old == JobState.PAUSED.value and st in (TaskState.PENDING, TaskState.RETRY_WAIT):
+                elif state == JobState.ACTIVE and st in (TaskState.PENDING, TaskState.RETRY_WAIT):
                     self._enqueue(txn, job, task, key)
                 elif state == JobState.ACTIVE and st in (TaskState.FAILED, TaskState.CANCELLED):
                     task["budget"] = task["attempts"] + max_attempts  # fresh attempts
@@ -224,6 +224,8 @@ class Store:
             if raw is None:
                 return None
             task = _unpack(raw)
+            if task["state"] in (TaskState.FAILED.value, TaskState.CANCELLED.value):
+                return None  # a late report from a worker; only resume (set_job_state) reopens these
             job = self._job(txn, task["job"])
             try:
                 task = self._move(txn, job, key, task, state, **fields)

@@ -107,3 +107,20 @@ def test_failed_tasks_fail_the_wait(make_daemon: Any, write_prompts: Any) -> Non
     assert len(failed) == 1 and failed[0]["attempts"] == 2 and "Something went wrong" in failed[0]["error"]
     lines = (daemon.work / "tabfleet-out" / job_id / "manifest.jsonl").read_text().splitlines()
     assert len(lines) == 1
+
+
+def test_locked_renderer_and_hung_request_end_in_failure_not_a_stuck_worker(make_daemon: Any, write_prompts: Any) -> None:
+    """A prompt that locks the renderer and one whose request never answers fail at the deadline; the rest finish."""
+    daemon = make_daemon(config={"max_attempts": 1, "task_deadline_s": 4.0, "cdp_timeout_s": 3.0})
+    prompts = ["before", "the page freezes [[lockup]]", "the request hangs [[hang]]", "after one", "after two"]
+    write_prompts(daemon.work / "p.txt", prompts)
+    result = daemon.ctl("submit", "p.txt", "--knob", "latency=0.2", "--json", "--wait", timeout=120)
+    assert result.returncode == 1, result.stderr
+    job_id = json.loads(result.stdout.splitlines()[0])["job"]
+    tasks = {t["index"]: t for t in daemon.call("tasks", {"job": job_id})["tasks"]}
+    assert [tasks[i]["state"] for i in range(1, 6)] == ["done", "failed", "failed", "done", "done"]
+    assert tasks[2]["error_kind"] == "timeout" and tasks[3]["error_kind"] == "timeout"
+    out = daemon.work / "tabfleet-out" / job_id
+    for index in (1, 4, 5):
+        assert (out / output_name(index, prompts[index - 1])).read_bytes() == render_png(prompts[index - 1])
+    assert all(w["state"] == "idle" for w in daemon.wait_workers_idle(2))

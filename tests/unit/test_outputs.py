@@ -284,15 +284,12 @@ def test_claim_reports_why_it_cannot_create(tmp_path: Path) -> None:
     assert "Not a directory" in message
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
-def test_claim_reports_unwritable_dir(tmp_path: Path) -> None:
-    """A directory the daemon cannot write to is refused with the OS reason."""
-    tmp_path.chmod(0o555)
-    try:
-        with pytest.raises(OutDirError, match="Permission denied"):
-            claim_out_dir(tmp_path, "job-1")
-    finally:
-        tmp_path.chmod(0o755)
+def test_claim_reports_uncreatable_dir(tmp_path: Path) -> None:
+    """A directory that cannot be created (its parent is a file) is refused with the OS reason, even as root."""
+    parent = tmp_path / "plain-file"
+    parent.write_text("x")
+    with pytest.raises(OutDirError, match="Not a directory"):
+        claim_out_dir(parent / "out", "job-1")
 
 
 # --- manifest -----------------------------------------------------------------

@@ -67,8 +67,8 @@ class SiteAdapter(ABC):
         wait = stated_wait(message)
         if re.search(r"too (many|quickly)|rate limit|try again in", message, re.I):
             return RATE_LIMIT, wait
-        if re.search(r"content polic|violat", message, re.I):
+        if re.search(r"content polic|violat\w*\s+(?:our\s+|the\s+)?(?:content|terms|polic|usage|guidelines)", message, re.I):
             return PERMANENT, None
-        if re.search(r"log ?in|sign ?in|session expired", message, re.I):
+        if re.search(r"\blog ?in\b|\bsign ?in\b|session expired", message, re.I):
             return AUTH, None
         return TRANSIENT, wait

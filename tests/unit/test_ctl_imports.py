@@ -1,0 +1,69 @@
+"""Import hygiene: tabfleetctl and tabfleetd.protocol load without the daemon's heavy dependencies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("lmdb", "psutil", "pyppeteer", "aiohttp")
+
+
+def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_ctl_imports_no_heavy_modules(tmp_path: Path) -> None:
+    """Importing tabfleetctl.cli pulls in none of lmdb, psutil, pyppeteer or aiohttp."""
+    code = ("import sys, tabfleetctl.cli; "
+            f"bad=[m for m in {HEAVY!r} if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    proc = _run(code, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_ctl_uses_only_protocol_and_errors_from_daemon(tmp_path: Path) -> None:
+    """The only tabfleetd modules tabfleetctl loads are the package, protocol and errors."""
+    code = ("import sys, json, tabfleetctl.cli; "
+            "print(json.dumps(sorted(m for m in sys.modules if m == 'tabfleetd' or m.startswith('tabfleetd.'))))")
+    proc = _run(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["tabfleetd", "tabfleetd.errors", "tabfleetd.protocol"]
+
+
+def test_protocol_imports_only_stdlib_msgpack_and_errors(tmp_path: Path) -> None:
+    """tabfleetd.protocol adds only standard-library modules, msgpack and tabfleetd.errors to sys.modules."""
+    code = (
+        "import sys, json\n"
+        "before = set(sys.modules)\n"
+        "import tabfleetd.protocol\n"
+        "allowed = {'tabfleetd', 'tabfleetd.protocol', 'tabfleetd.errors'}\n"
+        "extra = sorted(m for m in set(sys.modules) - before\n"
+        "               if m.split('.')[0] not in sys.stdlib_module_names\n"
+        "               and m.split('.')[0] != 'msgpack' and m not in allowed\n"
+        "               and not m.startswith(('_cython_', 'cython_runtime')))  # msgpack's compiled parts\n"
+        "print(json.dumps(extra))\n"
+        "sys.exit(1 if extra else 0)\n"
+    )
+    proc = _run(code, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
+def test_protocol_check_would_catch_a_heavy_import(tmp_path: Path) -> None:
+    """The same check flags a third-party module when one is imported, so the test above can fail."""
+    code = (
+        "import sys, json\n"
+        "before = set(sys.modules)\n"
+        "import tabfleetd.protocol, lmdb\n"
+        "allowed = {'tabfleetd', 'tabfleetd.protocol', 'tabfleetd.errors'}\n"
+        "extra = sorted(m for m in set(sys.modules) - before\n"
+        "               if m.split('.')[0] not in sys.stdlib_module_names\n"
+        "               and m.split('.')[0] != 'msgpack' and m not in allowed\n"
+        "               and not m.startswith(('_cython_', 'cython_runtime')))  # msgpack's compiled parts\n"
+        "print(json.dumps(extra))\n"
+    )
+    proc = _run(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "lmdb" in json.loads(proc.stdout)
