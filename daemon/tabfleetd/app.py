@@ -19,6 +19,7 @@ from .browser import kill_group, kill_profile_processes
 from .commands import Commands
 from .config import Config
 from .errors import AlreadyRunning
+from .events import EventLog
 from .fleet import Fleet
 from .retries import RetryPolicy
 from .scheduler import Scheduler, manifest_record
@@ -67,6 +68,7 @@ class Daemon:
         self.lock = StateLock(config.state_dir)
         self.stop_event = asyncio.Event()
         self.submit_lock = asyncio.Lock()
+        self.events = EventLog()
         self.demo: Any = None
         self.store: AsyncStore
         self.fleet: Fleet
@@ -97,7 +99,7 @@ class Daemon:
         await loop.run_in_executor(None, self.reconcile_manifests_sync)
         self.fleet = Fleet(cfg, self.chromium, self.on_worker_message, self.on_worker_exit)
         self.scheduler = Scheduler(self.store, self.fleet, RetryPolicy(cfg.retry_base_s, cfg.retry_cap_s),
-                                   self.site_url, cfg.task_deadline_s)
+                                   self.site_url, cfg.task_deadline_s, self.events)
         self.server = ControlServer(cfg.socket, cfg, Commands(self))
         await self.server.start()
         try:

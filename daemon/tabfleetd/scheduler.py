@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import outputs
+from .events import EventLog
 from .fleet import BUSY, IDLE, Fleet, WorkerHandle
 from .retries import RetryPolicy
 from .states import FINISHED_JOB_STATES, TaskState
@@ -21,8 +22,10 @@ RATE_WINDOW_S = 120.0
 
 
 class Scheduler:
-    def __init__(self, store: AsyncStore, fleet: Fleet, policy: RetryPolicy, site_urls: Any, deadline_s: float) -> None:
+    def __init__(self, store: AsyncStore, fleet: Fleet, policy: RetryPolicy, site_urls: Any, deadline_s: float,
+                 events: EventLog) -> None:
         self.store = store
+        self.events = events
         self.fleet = fleet
         self.policy = policy
         self.site_urls = site_urls  # async (job) -> start URL of the job's site
@@ -50,7 +53,10 @@ class Scheduler:
             self._loop_task.cancel()
 
     def job_changed(self, job: dict[str, Any]) -> None:
+        old = self.jobs.get(job["id"])
         self.jobs[job["id"]] = job
+        if old is None or old["state"] != job["state"]:
+            self.events.emit("job_" + job["state"], job=job["id"], name=job["name"])
         if job["state"] in FINISHED_JOB_STATES:
             self.job_events[job["id"]].set()
         self.kick()
@@ -88,7 +94,8 @@ class Scheduler:
                 url = await self.site_urls(job)
                 await self.fleet.send(handle, {
                     "t": "task", "key": task_key(job["id"], task["index"]).decode(), "prompt": task["prompt"],
-                    "path": str(path), "site": job["site"], "url": url, "deadline_s": self.deadline_s})
+                    "path": str(path), "site": job.get("profile") or job["site"], "url": url,
+                    "deadline_s": self.deadline_s})
             except (ConnectionError, OSError) as exc:
                 # The worker is going away; its exit hook puts the task back.
                 log.warning("could not hand a task to worker %d: %s", handle.wid, exc)
@@ -115,6 +122,9 @@ class Scheduler:
                 done_task, job = outcome
                 await asyncio.get_running_loop().run_in_executor(None, outputs.append_manifest, Path(job["out"]), manifest_record(done_task))
                 self.finish_times[job["id"]].append(time.monotonic())
+                self.events.emit("task_done", job=job["id"], index=done_task["index"], prompt=done_task["prompt"],
+                                 file=done_task["file"], worker=handle.wid, attempts=done_task["attempts"],
+                                 adopted=bool(msg.get("adopted")))
                 self.job_changed(job)
         else:
             handle.failures_in_row += 1
@@ -124,7 +134,12 @@ class Scheduler:
             outcome = await self.store("finish", key, decision.state, error=msg.get("error"), error_kind=msg.get("kind"),
                                        ready_at=decision.ready_at, finished=msg.get("finished"))
             if outcome:
-                self.job_changed(outcome[1])
+                failed_task, job = outcome
+                self.events.emit("task_failed" if decision.state == TaskState.FAILED else "task_retry", job=job["id"],
+                                 index=failed_task["index"], prompt=failed_task["prompt"], worker=handle.wid,
+                                 attempts=failed_task["attempts"], error=msg.get("error"), error_kind=msg.get("kind"),
+                                 retry_at=decision.ready_at)
+                self.job_changed(job)
         if handle.state == BUSY:
             handle.state = IDLE
         self.kick()
