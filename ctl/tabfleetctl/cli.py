@@ -74,7 +74,7 @@ def parse_knobs(knobs: tuple[str, ...]) -> dict[str, str]:
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--site", default="demo", show_default=True, help="Site to generate on.")
+@click.option("--site", default="demo", show_default=True, help="Site to generate on: a built-in name (see `tabfleetctl sites`) or a profile file, path/to/site.toml.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output directory (default ./tabfleet-out/JOB).")
 @click.option("--name", help="A name for the job (default: the file's name).")
 @click.option("--workers", type=click.IntRange(min=1), help="Use at most N workers for this job.")
@@ -89,7 +89,7 @@ def submit(ctx: Ctx, file: Path, site: str, out: Path | None, name: str | None, 
         data = file.read_bytes()
     except OSError as exc:
         raise click.FileError(str(file), exc.strerror) from None
-    args = {"filename": file.name, "data": data, "site": site, "out": str(out.resolve()) if out else None,
+    args = {"filename": file.name, "data": data, **site_args(site), "out": str(out.resolve()) if out else None,
             "cwd": os.getcwd(), "name": name, "workers": workers, "knobs": parse_knobs(knobs)}
     with ctx.client() as client:
         result = client.call("submit", args)
@@ -153,15 +153,26 @@ def status(ctx: Ctx, job: str | None, as_json: bool) -> None:
     click.echo(workers_table(result["workers"]))
     mem = result["memory"]
     click.echo(f"\nmemory: {mem['used_mb'] / 1024:.1f} of {mem['total_mb'] / 1024:.1f} GiB used ({mem['percent']:.0f} %); "
-               f"daemon {mem['daemon_rss_mb']:.0f} MB")
+               f"daemon {mem['daemon_rss_mb']:.0f} MB; fleet {mem.get('target_workers', '?')} of "
+               f"{mem.get('desired_workers', '?')} workers{' (holding new work: memory high)' if mem.get('holding') else ''}")
+    for site, pace in (result.get("limits") or {}).get("sites", {}).items():
+        rate = "no limit" if pace["rate_per_min"] is None else f"{pace['rate_per_min']:.1f}/min"
+        click.echo(f"site {site}: {rate}, {pace['rate_limit_hits']} rate-limit answers")
 
 
 def workers_table(workers: list[dict[str, Any]]) -> str:
     if not workers:
         return "no workers"
-    return table(["WORKER", "PID", "STATE", "DONE", "RSS MB", "RESTARTS", "CURRENT / LAST ERROR"],
-                 [[w["id"], w["pid"] or "", w["state"], w["tasks_done"], f"{w['rss_mb']:.0f}", w["restarts"],
-                   (w.get("current_prompt") or "")[:40] or (w["last_error"] or "")[:60]] for w in workers])
+    return table(["WORKER", "PID", "STATE", "HEALTH", "DONE", "MEM MB", "RESTARTS", "CURRENT / LAST ERROR"],
+                 [[w["id"], w["pid"] or "", w["state"], account_health(w)[:40], w["tasks_done"], f"{w['rss_mb']:.0f}",
+                   w["restarts"], (w.get("current_prompt") or "")[:40] or (w["last_error"] or "")[:60]] for w in workers])
+
+
+def account_health(worker: dict[str, Any]) -> str:
+    account = worker.get("account") or {}
+    if account.get("state") == "cooling" and account.get("cooling_until"):
+        return f"cooling {max(0, account['cooling_until'] - time.time()):.0f} s"
+    return worker.get("health") or ""
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -204,13 +215,34 @@ def tasks(ctx: Ctx, job: str, state: str | None, as_json: bool) -> None:
                       for t in result["tasks"]]))
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_ctx
-def workers(ctx: Ctx, as_json: bool) -> None:
-    """Show the worker processes."""
-    result = ctx.call("workers")
+@click.pass_context
+def workers(click_ctx: click.Context, as_json: bool) -> None:
+    """Show the worker processes (or manage them with a subcommand)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    result = click_ctx.find_object(Ctx).call("workers")
     click.echo(json.dumps(result, indent=2) if as_json else workers_table(result["workers"]))
+
+
+@workers.command("set")
+@click.argument("count", type=click.IntRange(1, 64))
+@pass_ctx
+def workers_set(ctx: Ctx, count: int) -> None:
+    """Grow or shrink the fleet to COUNT workers (busy workers finish their task first)."""
+    result = ctx.call("set_workers", {"count": count})
+    note = "" if result["target"] == count else f" (memory allows {result['target']} for now)"
+    click.echo(f"fleet size set to {count}{note}")
+
+
+@workers.command("restart")
+@click.argument("worker", type=int)
+@pass_ctx
+def workers_restart(ctx: Ctx, worker: int) -> None:
+    """Restart worker N and its Chromium (a blocked worker takes tasks again)."""
+    ctx.call("restart_worker", {"worker": worker})
+    click.echo(f"worker {worker} is restarting")
 
 
 @main.command()
@@ -222,11 +254,35 @@ def ping(ctx: Ctx) -> None:
 
 
 @main.command()
+@click.option("--wait", is_flag=True, help="Return only once the daemon process has exited.")
+@click.option("--max-wait", type=float, default=120.0, show_default=True, help="With --wait: give up after this many seconds (exit 4).")
 @pass_ctx
-def shutdown(ctx: Ctx) -> None:
+def shutdown(ctx: Ctx, wait: bool, max_wait: float) -> None:
     """Stop the daemon; tasks in flight get a grace period, the rest stay queued."""
-    ctx.call("shutdown")
+    with ctx.client() as client:
+        pid = client.call("ping")["pid"]
+        client.call("shutdown")
     click.echo("tabfleetd is stopping")
+    if not wait:
+        return
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        if _process_gone(pid):
+            click.echo(f"tabfleetd (pid {pid}) has stopped")
+            return
+        time.sleep(0.2)
+    click.echo(f"tabfleetctl: tabfleetd (pid {pid}) did not stop within {max_wait:g} s", err=True)
+    sys.exit(EXIT_DAEMON_ERROR)
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, run by another user (the service's own)
+    return False
 
 
 @main.command()
@@ -294,3 +350,166 @@ def stop_daemon(ctx: Ctx, proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
     click.echo("the demo's tabfleetd has stopped")
+
+
+EXIT_INTERRUPTED = 130  # watch/events --follow stopped with Ctrl-C; the job is untouched
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True,
+              help="Seconds between snapshots when nothing happens (events push one sooner).")
+@click.option("--plain", is_flag=True, help="Plain lines even on a terminal (the default when stdout is not one).")
+@pass_ctx
+def watch(ctx: Ctx, job: str | None, interval: float, plain: bool) -> None:
+    """Follow a job (or all jobs) live: progress, rate, ETA, workers, memory, events.
+
+    The daemon pushes each update over the socket.  With JOB, exits when the
+    job ends (1 if any task failed); Ctrl-C stops watching and leaves the job running.
+    """
+    from .watch import follow as follow_live, frames
+
+    try:
+        with ctx.client() as client:
+            last = follow_live(frames(client, job, interval), job, live=sys.stdout.isatty() and not plain, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo(f"stopped watching; {'job ' + job if job else 'the daemon'} carries on", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if last is not None:
+        click.echo(f"job {last['id']} {last['state']}: {last['done']} done, {last['failed']} failed"
+                   f"{', ' + str(last['cancelled']) + ' cancelled' if last.get('cancelled') else ''} of {last['total']}")
+        sys.exit(EXIT_OK if last["state"] == "done" and not last["failed"] else EXIT_TASKS_FAILED)
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Newest N events (0: all the daemon keeps).")
+@click.option("--all", "all_kinds", is_flag=True, help="Also job and worker events, not only task done/retry/failed.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they happen (until the job ends, or Ctrl-C).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@pass_ctx
+def events(ctx: Ctx, job: str | None, limit: int, all_kinds: bool, follow: bool, as_json: bool) -> None:
+    """Recent task events from the daemon: done, retried (with the reason) and failed.
+
+    The daemon keeps the last few thousand events in memory, since it started.
+    """
+    from .watch import event_line, frames
+
+    kinds = None if all_kinds else ["task_done", "task_retry", "task_failed"]
+    shown = 0  # seq of the last event printed; events arrive in seq order
+
+    def show(event: dict[str, Any]) -> None:
+        nonlocal shown
+        if event["seq"] > shown and (kinds is None or event["kind"] in kinds):
+            click.echo(json.dumps(event, ensure_ascii=False) if as_json else event_line(event))
+            shown = event["seq"]
+
+    try:
+        with ctx.client() as client:
+            # The newest seq first: the stream replays from there, and `shown` drops what the listing already printed.
+            base = max([e["seq"] for e in client.call("events", {"limit": 1})["events"]] or [0])
+            for event in client.call("events", {"job": job, "limit": limit, "kinds": kinds})["events"]:
+                show(event)
+            if follow:
+                for snap in frames(client, job, 5.0, base):
+                    for event in snap["events"]:
+                        show(event)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True, help="Output format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE (default: stdout).")
+@pass_ctx
+def export(ctx: Ctx, job: str, fmt: str, output: Path | None) -> None:
+    """Every task of JOB with its outcome, file and attempts, as CSV or JSON lines."""
+    from .export import write
+
+    with ctx.client() as client:
+        pages = client.stream("export", {"job": job})
+        if output is None:
+            write(pages, fmt, sys.stdout)
+            return
+        temp = output.with_name(f".{output.name}.tmp")
+        try:
+            with open(temp, "w", encoding="utf-8", newline="") as f:
+                count = write(pages, fmt, f)
+            os.replace(temp, output)  # a file that exists is a whole export, never half of one
+        except OSError as exc:
+            raise click.FileError(str(output), exc.strerror) from None
+        finally:
+            temp.unlink(missing_ok=True)
+    click.echo(f"{count} tasks of job {job} written to {output}", err=True)
+
+
+def site_args(site: str) -> dict[str, Any]:
+    """--site as request arguments: a built-in's name, or a profile file whose text goes to the daemon."""
+    if not site.endswith(".toml") and os.sep not in site:
+        return {"site": site}
+    path = Path(site)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read the profile file {site}: {exc.strerror}", param_hint="--site") from None
+    return {"site": path.stem, "profile": text, "profile_file": path.name}
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def sites(click_ctx: click.Context, as_json: bool) -> None:
+    """List the built-in site profiles (check a profile file with `sites check FILE`)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    result = click_ctx.obj.call("sites")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(table(["SITE", "START URL", "BROWSER", "NEW CHAT", "DESCRIPTION"],
+                     [[p["name"], p["start_url"], "headless" if p["headless"] else "headed", p["new_conversation"],
+                       p["description"]] for p in result["sites"]]))
+    click.echo("\nUse one with `submit FILE --site NAME`, or your own with `--site path/to/site.toml` "
+               "(start from `tabfleetctl sites show NAME`).")
+
+
+@sites.command(name="check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_ctx
+def sites_check(ctx: Ctx, file: Path) -> None:
+    """Check a site profile file; every problem names its key (exit 1 when there are any)."""
+    try:
+        text = file.read_bytes()
+    except OSError as exc:
+        raise click.FileError(str(file), exc.strerror) from None
+    result = ctx.call("sites_check", {"text": text, "filename": file.name})
+    if result["ok"]:
+        click.echo(f"{file}: ok (site '{result['name']}')")
+        return
+    for problem in result["problems"]:
+        click.echo(f"{file}: {problem}", err=True)
+    sys.exit(EXIT_TASKS_FAILED)
+
+
+@sites.command(name="show")
+@click.argument("name")
+@pass_ctx
+def sites_show(ctx: Ctx, name: str) -> None:
+    """Print a built-in profile's TOML, to copy and adapt: `tabfleetctl sites show chatgpt > mysite.toml`."""
+    click.echo(ctx.call("site_profile", {"site": name})["text"], nl=False)
+
+
+@main.command()
+@click.option("--worker", "worker", type=click.IntRange(min=1), required=True, help="The worker whose browser profile to sign in.")
+@click.option("--site", default="chatgpt", show_default=True, help="The site: a built-in name or a profile file.")
+@pass_ctx
+def login(ctx: Ctx, worker: int, site: str) -> None:
+    """Open a worker's browser profile in a visible window, so a person can sign in to the site once.
+
+    Each worker has its own profile, so each worker holds one account. The window opens on the daemon's
+    display (its DISPLAY); the worker takes tasks again once the window is closed.
+    """
+    result = ctx.call("login", {"worker": worker, **site_args(site)})
+    click.echo(f"A browser window for worker {worker} is open on display {result['display']} at {result['url']}.\n"
+               f"Sign in there, then close the window; worker {worker} then takes tasks again.")

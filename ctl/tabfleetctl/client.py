@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,33 @@ class Client:
             err = reply.get("error") or {}
             raise DaemonError(int(err.get("code", 1000)), str(err.get("message", "unknown error")))
         return reply.get("result")
+
+    def stream(self, op: str, args: dict[str, Any] | None = None, idle_timeout: float | None = None) -> Iterator[Any]:
+        """Send one streaming request and yield each pushed result until the daemon ends the stream.
+
+        `idle_timeout` replaces the per-reply timeout: the longest silence
+        between two pushed frames before the daemon counts as gone.  To stop
+        early, stop iterating and close the client; the daemon then ends the stream.
+        """
+        assert self.sock is not None, "connect first"
+        msg_id = next(self._ids)
+        try:
+            self.sock.sendall(protocol.encode(protocol.request(op, args, msg_id)))
+            if idle_timeout is not None:
+                self.sock.settimeout(idle_timeout)
+            while True:
+                header = self._read(protocol.HEADER.size)
+                reply = protocol.decode(self._read(protocol.body_length(header)))
+                if not reply.get("ok"):
+                    err = reply.get("error") or {}
+                    raise DaemonError(int(err.get("code", 1000)), str(err.get("message", "unknown error")))
+                if not reply.get("more"):
+                    return
+                yield reply.get("result")
+        except (ConnectionError, socket.timeout, EOFError) as exc:
+            raise DaemonNotRunning(f"the daemon closed the connection during '{op}' ({exc or type(exc).__name__})") from None
+        except ProtocolError as exc:
+            raise DaemonError(exc.code, f"unreadable reply to '{op}': {exc}") from None
 
     def _read(self, n: int) -> bytes:
         assert self.sock is not None

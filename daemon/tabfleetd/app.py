@@ -10,24 +10,28 @@ import signal
 import time
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlencode
 
 import psutil
 
-from . import outputs
+from . import outputs, profiles
 from .browser import kill_group, kill_profile_processes
 from .commands import Commands
 from .config import Config
 from .errors import AlreadyRunning
 from .events import EventLog
 from .fleet import Fleet
+from .limits import Limits
+from .notify import ServiceLink, status_line
+from .retention import Housekeeper
 from .retries import RetryPolicy
-from .scheduler import Scheduler, manifest_record
+from .scheduler import Scheduler, reconcile_manifest
 from .server import ControlServer
-from .states import TaskState
 from .store import AsyncStore, Store
+from .webserver import WebServer, start_web
 
 log = logging.getLogger(__name__)
+
+STOP_MARGIN_S = 30.0  # beyond grace_s: workers get 15 s to exit, then they and their browsers are killed
 
 
 class StateLock:
@@ -38,6 +42,13 @@ class StateLock:
         self.file: TextIO | None = None
 
     def acquire(self) -> None:
+        if self.file is not None:
+            # --detach takes the lock before it forks; keep it and record the daemon's own pid.
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.write(f"{os.getpid()}\n")
+            self.file.flush()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")
         try:
@@ -61,15 +72,19 @@ class StateLock:
 
 
 class Daemon:
-    def __init__(self, config: Config, chromium: str) -> None:
+    def __init__(self, config: Config, chromium: str, service: ServiceLink | None = None,
+                 lock: StateLock | None = None) -> None:
         self.config = config
         self.chromium = chromium
         self.started = time.monotonic()
-        self.lock = StateLock(config.state_dir)
+        self.lock = lock or StateLock(config.state_dir)
+        self.service = service or ServiceLink()  # sd_notify (systemd, or the --detach parent)
+        self.background: list[asyncio.Task[None]] = []  # service link and housekeeping
         self.stop_event = asyncio.Event()
         self.submit_lock = asyncio.Lock()
         self.events = EventLog()
         self.demo: Any = None
+        self.web: WebServer | None = None  # dashboard and metrics, when configured
         self.store: AsyncStore
         self.fleet: Fleet
         self.scheduler: Scheduler
@@ -98,13 +113,20 @@ class Daemon:
         await self.end_leftover_browsers()
         await loop.run_in_executor(None, self.reconcile_manifests_sync)
         self.fleet = Fleet(cfg, self.chromium, self.on_worker_message, self.on_worker_exit)
+        self.limits = Limits(cfg.site_rate_per_min, cfg.account_rate_per_min)
         self.scheduler = Scheduler(self.store, self.fleet, RetryPolicy(cfg.retry_base_s, cfg.retry_cap_s),
-                                   self.site_url, cfg.task_deadline_s, self.events)
+                                   self.site_url, cfg.task_deadline_s, self.events, self.limits)
+        self.fleet.on_capacity = self.scheduler.kick
         self.server = ControlServer(cfg.socket, cfg, Commands(self))
         await self.server.start()
+        # READY=1 only now: a client started after it (systemctl start returns) finds the socket answering.
+        self.service.ready(self.status_line())
+        self.background.append(asyncio.create_task(self.service.run(self.status_line, self.health_probe)))
         try:
+            self.web = await start_web(self)
             await self.scheduler.start()
             await self.fleet.start(cfg.workers)
+            self.background.append(asyncio.create_task(Housekeeper(self.store, cfg, self.forget_jobs).run()))
             log.info("tabfleetd ready: %d workers, state in %s", cfg.workers, cfg.state_dir)
             await self.stop_event.wait()
             log.info("stopping")
@@ -112,8 +134,14 @@ class Daemon:
             await self.shutdown()
 
     async def shutdown(self) -> None:
+        # Ask for the grace period plus time to end workers and browsers, whatever TimeoutStopSec says.
+        self.service.stopping(self.config.grace_s + STOP_MARGIN_S)
+        for task in self.background:
+            task.cancel()
         self.scheduler.stop_dispatching()
         await self.fleet.stop(self.config.grace_s)
+        if self.web is not None:
+            await self.web.stop()
         await self.server.close()
         if self.demo is not None:
             await self.demo.stop()
@@ -121,7 +149,30 @@ class Daemon:
         self.store.close()
         log.info("stopped")
 
+    # -- service manager and housekeeping --------------------------------------
+
+    def status_line(self) -> str:
+        return status_line(self.scheduler.jobs.values(), [h.state for h in self.fleet.workers.values()])
+
+    async def health_probe(self) -> None:
+        """A store read: the watchdog is fed only while the store thread answers, not just the loop."""
+        await self.store("has_queued")
+
+    def forget_jobs(self, job_ids: list[str]) -> None:
+        """Drop pruned jobs from the scheduler's in-memory maps, so they do not grow over days."""
+        for name in ("jobs", "finish_times", "job_events", "running_per_job"):
+            table = getattr(self.scheduler, name, None)
+            if table is not None:
+                for job_id in job_ids:
+                    table.pop(job_id, None)
+
     # -- workers -------------------------------------------------------------
+
+    def worker_views(self) -> list[dict[str, Any]]:
+        """Each worker's view with its account's pacing state."""
+        now = time.time()
+        return [h.view() | {"account": self.limits.account_view(h.wid, now)}
+                for h in sorted(self.fleet.workers.values(), key=lambda h: h.wid)]
 
     async def on_worker_message(self, handle: Any, msg: dict[str, Any]) -> None:
         if msg.get("t") == "hello" and msg.get("browser"):
@@ -154,15 +205,16 @@ class Daemon:
     # -- sites and outputs ---------------------------------------------------
 
     async def site_url(self, job: dict[str, Any]) -> str:
-        if self.demo is None:
+        """The start URL of the job's site profile; the demo site starts on first use."""
+        profile = job.get("profile") or profiles.builtin(job["site"])  # jobs queued before profiles name a built-in
+        if profiles.needs_demo(profile) and self.demo is None:
             from .demosite import DemoSite
 
             demo = DemoSite()
             await demo.start(self.config.demo_host, self.config.demo_port)
             self.demo = demo
             log.info("demo site at %s", demo.base_url)
-        query = dict(job["knobs"]) | {"scope": job["id"]}
-        return f"{self.demo.base_url}/?{urlencode(query)}"
+        return profiles.start_url(profile, job["id"], job["knobs"], self.demo.base_url if self.demo else None)
 
     def reconcile_manifests_sync(self) -> None:
         """Make each job's manifest match the store after a crash between the two writes."""
@@ -173,13 +225,4 @@ class Daemon:
                 continue
             for temp in outputs.find_leftover_temps(out):
                 temp.unlink(missing_ok=True)
-            try:
-                listed = {r.get("file") for r in outputs.read_manifest(out)}
-            except Exception as exc:
-                log.warning("manifest of job %s unreadable (%s); rewriting it", job["id"], exc)
-                listed = set()
-            done = [t for t in store.tasks_of(job["id"]) if t["state"] == TaskState.DONE.value]
-            if listed != {t["file"] for t in done}:
-                done.sort(key=lambda t: (t["finished"] or 0, t["index"]))
-                outputs.rewrite_manifest(out, [manifest_record(t) for t in done])
-                log.info("manifest of job %s rewritten from the store (%d lines)", job["id"], len(done))
+            reconcile_manifest(store, job)

@@ -128,6 +128,12 @@ class Chromium:
         self.kill()
         raise BrowserStartError(f"Chromium did not open its DevTools port within {timeout:.0f} s; see {self.log_path}")
 
+    async def wait_exit(self, poll_s: float = 0.25) -> int | None:
+        """Return Chromium's exit code once it has exited."""
+        while self.proc is not None and self.proc.poll() is None:
+            await asyncio.sleep(poll_s)
+        return None if self.proc is None else self.proc.returncode
+
     def kill(self) -> None:
         """Kill Chromium's whole process group, and what escaped it, and reap its leader."""
         if self.proc is None:

@@ -1,8 +1,12 @@
-"""The tabfleetd command: read the configuration once, then run the daemon in the foreground."""
+"""The tabfleetd command: read the configuration and the environment once, then run the daemon.
+
+In the foreground by default (systemd's way, Type=notify), or in the background with --detach.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import sys
@@ -10,15 +14,16 @@ from pathlib import Path
 
 import click
 
-from . import __version__, config as config_module, protocol
-from .app import Daemon
+from . import __version__, config as config_module, detach as detach_module, protocol
+from .app import Daemon, StateLock
 from .browser import find_chromium
 from .errors import AlreadyRunning, BrowserError, ConfigError
+from .notify import ENV_NAMES, Notifier, ServiceEnv, ServiceLink
 
 # Named exit codes (sysexits.h), so systemd units and scripts can tell failures apart.
 EXIT_OK = 0
 EXIT_UNAVAILABLE = 69  # no Chromium
-EXIT_SOFTWARE = 70  # a bug
+EXIT_SOFTWARE = 70  # a bug, or a --detach daemon that never became ready
 EXIT_ALREADY_RUNNING = 75
 EXIT_CONFIG = 78
 
@@ -30,19 +35,31 @@ EXIT_CONFIG = 78
 @click.option("--workers", type=click.IntRange(min=1), help="Number of worker processes (default 2).")
 @click.option("--chromium", help="Chromium executable.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Logging level.")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log to this file, rotated (default: stderr; with --detach, STATE_DIR/logs/tabfleetd.log).")
+@click.option("--detach", is_flag=True, help="Run in the background (not under systemd); returns once the daemon answers.")
+@click.option("--pidfile", type=click.Path(dir_okay=False, path_type=Path), help="With --detach: write the daemon's pid to this file.")
 @click.option("--help-config", is_flag=True, help="Print every config key with its default and meaning, then exit.")
 @click.version_option(__version__, prog_name="tabfleetd")
 def main(config_path: Path | None, socket: str | None, state_dir: Path | None, workers: int | None,
-         chromium: str | None, log_level: str | None, help_config: bool) -> None:
-    """Run the tabfleet daemon in the foreground (systemd's way)."""
+         chromium: str | None, log_level: str | None, log_file: Path | None, detach: bool, pidfile: Path | None,
+         help_config: bool) -> None:
+    """Run the tabfleet daemon in the foreground (systemd's way), or in the background with --detach."""
     if help_config:
         click.echo(config_module.describe())
         return
+    if pidfile is not None and not detach:
+        raise click.UsageError("--pidfile goes with --detach (in the foreground, systemd or your shell knows the pid)")
     env = dict(os.environ)
+    service_env = ServiceEnv.from_env(env, os.getpid())
+    for name in ENV_NAMES:
+        os.environ.pop(name, None)  # workers and Chromium must not inherit the service manager's socket
     try:
         cfg = config_module.load(config_path, {"socket": socket, "state_dir": state_dir, "workers": workers,
-                                               "chromium": chromium, "log_level": log_level}, env, Path.home())
+                                               "chromium": chromium, "log_level": log_level, "log_file": log_file},
+                                 env, Path.home())
         cfg = cfg.replace(socket=protocol.resolve_socket_path(str(cfg.socket) if cfg.socket else None, env, os.getuid()))
+        if cfg.display is None and env.get("DISPLAY"):
+            cfg = cfg.replace(display=env["DISPLAY"])
         chromium_path = find_chromium(cfg.chromium, env.get("PATH"))
     except ConfigError as exc:
         click.echo(f"tabfleetd: {exc}", err=True)
@@ -50,15 +67,57 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
     except BrowserError as exc:
         click.echo(f"tabfleetd: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
-    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s tabfleetd %(levelname)s %(name)s: %(message)s")
+    lock = None
+    if detach:
+        if service_env.notify_socket:
+            click.echo("tabfleetd: --detach is for running outside systemd; under systemd run it in the foreground "
+                       "(Type=notify)", err=True)
+            sys.exit(EXIT_CONFIG)
+        # DaemonContext changes to /, so every path must be absolute first.
+        cfg = cfg.replace(state_dir=cfg.state_dir.absolute(), socket=cfg.socket.absolute(),
+                          log_file=(cfg.log_file or cfg.state_dir / "logs" / "tabfleetd.log").absolute())
+        pidfile = pidfile.absolute() if pidfile else None
+        lock = StateLock(cfg.state_dir)
+        try:
+            # Refused here, while the terminal still shows it; the daemon inherits the held lock.
+            lock.acquire()
+            detach_module.refuse_if_running(cfg.socket, pidfile)
+        except AlreadyRunning as exc:
+            click.echo(f"tabfleetd: {exc}", err=True)
+            sys.exit(EXIT_ALREADY_RUNNING)
+        assert lock.file is not None
+        service = ServiceLink(detach_module.daemonize(pidfile, [lock.file], cfg.log_file))
+    else:
+        service = ServiceLink(Notifier.connect(service_env.notify_socket), service_env.watchdog_s)
+        faulthandler.enable()  # a watchdog SIGABRT then prints every thread's stack to the journal
+    if cfg.log_file:
+        detach_module.log_to_file(cfg.log_file, cfg.log_level, cfg.log_max_mb, cfg.log_backups)
+    else:
+        logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr, format=detach_module.LOG_FORMAT)
     for noisy in ("pyppeteer", "websockets", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    code = EXIT_SOFTWARE
     try:
-        sys.exit(asyncio.run(Daemon(cfg, chromium_path).run()))
+        code = asyncio.run(Daemon(cfg, chromium_path, service, lock).run())
     except AlreadyRunning as exc:
-        click.echo(f"tabfleetd: {exc}", err=True)
-        sys.exit(EXIT_ALREADY_RUNNING)
+        _report(str(exc), detach)
+        code = EXIT_ALREADY_RUNNING
     except ConfigError as exc:
-        click.echo(f"tabfleetd: {exc}", err=True)
-        sys.exit(EXIT_CONFIG)
+        _report(str(exc), detach)
+        code = EXIT_CONFIG
+    except Exception:
+        logging.getLogger("tabfleetd").exception("tabfleetd failed")
+    finally:
+        if code != EXIT_OK:
+            service.exit_status(code)  # the --detach command exits with it; systemd sees the real exit code anyway
+        if detach and pidfile is not None:
+            detach_module.remove_pidfile(pidfile, os.getpid())
+    sys.exit(code)
+
+
+def _report(message: str, detached: bool) -> None:
+    if detached:
+        # stderr is the log pipe now, read by a thread that may not run again before exit: log directly.
+        logging.getLogger("tabfleetd").error("%s", message)
+    else:
+        click.echo(f"tabfleetd: {message}", err=True)

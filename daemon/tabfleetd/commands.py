@@ -11,19 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from . import __version__, outputs, protocol
-from .errors import BadArgs, UnknownOp, VersionMismatch
+from . import __version__, outputs, profiles, protocol
+from .display import display_problem
+from .errors import BadArgs, ProfileError, RequestError, UnknownOp, VersionMismatch
+from .export import pages as export_pages
+from .fleet import BLOCKED, BUSY, IDLE
 from .prompts import parse_prompts
-from .server import Peer
+from .server import Peer, Stream
 from .states import BUCKETS, FINISHED_JOB_STATES, JobState
+from .subscription import Subscription
 
 if TYPE_CHECKING:
     from .app import Daemon
 
 Op = Callable[["Commands", dict[str, Any], Peer], Awaitable[Any]]
 OPS: dict[str, Op] = {}
-DEMO_KNOBS = frozenset({"latency", "jitter", "error_rate", "error_message", "rate_limit", "hang_rate", "lockup_rate", "seed"})
-SITES = ("demo",)
 
 
 def op(name: str) -> Callable[[Op], Op]:
@@ -49,6 +51,14 @@ def arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default:
     return value
 
 
+def governed(view: dict[str, Any]) -> dict[str, Any]:
+    """The governor's reading, when it has one, replaces the machine-wide figures."""
+    out = {k: v for k, v in view.items() if v is not None}
+    if "limit_mb" in out:
+        out["total_mb"] = out["limit_mb"]
+    return out
+
+
 class Commands:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
@@ -69,26 +79,28 @@ class Commands:
                                   f"the client speaks {version}: install matching versions of tabfleetd and tabfleetctl")
         return {"version": protocol.PROTOCOL_VERSION, "daemon": __version__, "pid": os.getpid()}
 
-    # ping {} -> {"pong": true, "uptime_s", "pid"}
+    # ping {} -> {"pong": true, "uptime_s", "pid", "demo_url": str|nil}
     @op("ping")
     async def ping(self, args: dict[str, Any], peer: Peer) -> Any:
-        return {"pong": True, "uptime_s": round(time.monotonic() - self.daemon.started, 1), "pid": os.getpid()}
+        demo = self.daemon.demo
+        return {"pong": True, "uptime_s": round(time.monotonic() - self.daemon.started, 1), "pid": os.getpid(),
+                "demo_url": demo.base_url if demo is not None else None}
 
-    # submit {"filename": str, "data": bin, "site": str, "out": str|nil, "cwd": str, "name": str|nil,
-    #         "workers": int|nil, "knobs": {str: str}} -> {"job": id, "tasks": n, "out": dir}
+    # submit {"filename": str, "data": bin, "site": str, "profile": str|nil (a profile file's TOML), "profile_file": str|nil,
+    #         "out": str|nil, "cwd": str, "name": str|nil, "workers": int|nil, "knobs": {str: str}}
+    #   -> {"job": id, "tasks": n, "out": dir}   the checked profile is stored on the job
     @op("submit")
     async def submit(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
         filename = arg(args, "filename", str)
         data = arg(args, "data", (bytes, str))
         data = data.encode() if isinstance(data, str) else data
-        site = arg(args, "site", str, "demo")
-        if site not in SITES:
-            raise BadArgs(f"unknown site '{site}' (known: {', '.join(SITES)})")
+        profile = self.profile_arg(args)
+        site = profile["name"]
         knobs = arg(args, "knobs", dict, {})
         for key, value in knobs.items():
-            if key not in DEMO_KNOBS:
-                raise BadArgs(f"unknown site knob '{key}' (known: {', '.join(sorted(DEMO_KNOBS))})")
+            if key not in profile["knobs"]:
+                raise BadArgs(f"unknown site knob '{key}' (known: {', '.join(sorted(profile['knobs'])) or 'none'})")
             if not isinstance(value, (str, int, float)):
                 raise BadArgs(f"site knob '{key}' must be a string or a number")
         knobs = {str(k): str(v) for k, v in knobs.items()}
@@ -105,7 +117,8 @@ class Commands:
             out_dir = Path(str(out_dir).replace("{job}", job_id))
             await asyncio.get_running_loop().run_in_executor(None, outputs.claim_out_dir, out_dir, job_id)
             job = await d.store("create_job", job_id=job_id, name=name, site=site, knobs=knobs, out=str(out_dir),
-                                prompts=prompts, max_workers=workers, max_attempts=d.config.max_attempts, source=filename)
+                                prompts=prompts, max_workers=workers, max_attempts=d.config.max_attempts, source=filename,
+                                profile=profile)
         d.scheduler.job_changed(job)
         return {"job": job["id"], "tasks": job["total"], "out": job["out"]}
 
@@ -117,9 +130,11 @@ class Commands:
         vm = psutil.virtual_memory()
         return {
             "jobs": [self.job_view(j) for j in jobs],
-            "workers": [h.view() for h in sorted(self.daemon.fleet.workers.values(), key=lambda h: h.wid)],
+            "workers": self.daemon.worker_views(),
             "memory": {"used_mb": round((vm.total - vm.available) / 2**20), "total_mb": round(vm.total / 2**20),
-                       "percent": vm.percent, "daemon_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)},
+                       "percent": vm.percent, "daemon_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
+            | governed(self.daemon.fleet.memory_view()),
+            "limits": self.daemon.limits.view(time.time()),
         }
 
     def job_view(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +190,27 @@ class Commands:
     # workers {} -> {"workers": [{"id", "pid", "state", "tasks_done", "current_task", "rss_mb", "last_error", "restarts"}]}
     @op("workers")
     async def workers(self, args: dict[str, Any], peer: Peer) -> Any:
-        return {"workers": [h.view() for h in sorted(self.daemon.fleet.workers.values(), key=lambda h: h.wid)]}
+        return {"workers": self.daemon.worker_views()}
+
+    # restart_worker {"worker": int} -> {"worker", "restarting": true}
+    #   ends the worker and its Chromium; it starts again (and takes tasks again if it was blocked)
+    @op("restart_worker")
+    async def restart_worker(self, args: dict[str, Any], peer: Peer) -> Any:
+        wid = arg(args, "worker", int)
+        handle = self.daemon.fleet.workers.get(wid)
+        if handle is None:
+            raise BadArgs(f"no worker {wid} (workers: {', '.join(map(str, sorted(self.daemon.fleet.workers)))})")
+        self.daemon.fleet.restart(handle, "restarted by request")
+        return {"worker": wid, "restarting": True}
+
+    # set_workers {"count": int} -> {"desired", "target"}   grow or shrink the fleet at run time
+    @op("set_workers")
+    async def set_workers(self, args: dict[str, Any], peer: Peer) -> Any:
+        count = arg(args, "count", int)
+        if not 1 <= count <= 64:
+            raise BadArgs("argument 'count' must be between 1 and 64")
+        self.daemon.fleet.resize(count)
+        return {"desired": count, "target": self.daemon.fleet.target}
 
     # shutdown {} -> {"stopping": true}   the daemon stops after replying
     @op("shutdown")
@@ -183,3 +218,112 @@ class Commands:
         asyncio.get_running_loop().call_soon(self.daemon.request_stop)
         return {"stopping": True}
 
+    # subscribe {"job": str|nil, "interval_s": float|nil (1.0; 0.1..60), "after": int|nil (seq: replay later events first)}
+    #   -> stream of {"jobs", "workers", "memory" (as in status), "events": [new events], "missed_events": bool, "time"}
+    #      "more": true each, pushed at least every interval_s and soon after events; with a job it
+    #      ends ("result": nil, "more": false) after the frame that shows the job ended.  Close the connection to stop.
+    @op("subscribe")
+    async def subscribe(self, args: dict[str, Any], peer: Peer) -> Any:
+        job_id = arg(args, "job", str, None)
+        interval = float(arg(args, "interval_s", (int, float), 1.0))
+        after = arg(args, "after", int, None)
+        if job_id:
+            await self.daemon.store("get_job", job_id)  # an unknown job is refused before the stream starts
+        query = {"job": job_id} if job_id else {}
+        return Stream(Subscription(self.daemon.events, lambda: self.status(query, peer), job_id, interval, after).items())
+
+    # events {"job": str|nil, "limit": int|nil (100; 0 all kept), "kinds": [str]|nil (all), "after": int|nil (seq)}
+    #   -> {"events": [{"seq", "time", "kind", "job", "index", "prompt", "worker", "attempts", ...}], oldest first}
+    @op("events")
+    async def events(self, args: dict[str, Any], peer: Peer) -> Any:
+        job_id = arg(args, "job", str, None)
+        limit = arg(args, "limit", int, 100)
+        kinds = arg(args, "kinds", list, None)
+        after = arg(args, "after", int, 0)
+        if limit < 0:
+            raise BadArgs("argument 'limit' must be zero (all) or more")
+        if kinds is not None and not all(isinstance(k, str) for k in kinds):
+            raise BadArgs("argument 'kinds' must be a list of strings")
+        if job_id:
+            await self.daemon.store("get_job", job_id)
+        return {"events": self.daemon.events.recent(job_id, limit, kinds, after)}
+
+    # export {"job": str} -> stream of {"job", "name", "state", "total", "fields": [column names],
+    #   "tasks": [{"index", "prompt", "state", "attempts", "file", "path", "sha256", "bytes", "error_kind", "error",
+    #              "worker", "started", "finished"}]} pages of up to 500 tasks in index order, "more": true each
+    @op("export")
+    async def export(self, args: dict[str, Any], peer: Peer) -> Any:
+        job_id = arg(args, "job", str)
+        job = await self.daemon.store("get_job", job_id)
+        return Stream(export_pages(job, await self.daemon.store("tasks_of", job_id)))
+
+    # -- site profiles -----------------------------------------------------------
+
+    def profile_arg(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The request's site as a checked profile: a built-in's name, or a profile file's text sent by the client."""
+        site = arg(args, "site", str, "demo")
+        text = arg(args, "profile", (str, bytes), None)
+        filename = arg(args, "profile_file", str, None)
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise ProfileError(filename or site, ["the file is not UTF-8 text"]) from None
+        return profiles.resolve(site, text, filename)
+
+    # sites {} -> {"sites": [{"name", "description", "start_url", "headless", "new_conversation"}]}   the built-ins
+    @op("sites")
+    async def sites(self, args: dict[str, Any], peer: Peer) -> Any:
+        listed = []
+        for name in profiles.builtin_names():
+            p = profiles.builtin(name)
+            listed.append({"name": p["name"], "description": p["description"], "start_url": p["start_url"],
+                           "headless": p["browser"]["headless"], "new_conversation": p["conversation"]["new"]})
+        return {"sites": listed}
+
+    # site_profile {"site": str} -> {"name", "text"}   a built-in profile's TOML, to copy and adapt
+    @op("site_profile")
+    async def site_profile(self, args: dict[str, Any], peer: Peer) -> Any:
+        name = arg(args, "site", str)
+        return {"name": name, "text": profiles.builtin_text(name)}
+
+    # sites_check {"text": str|bin, "filename": str} -> {"ok": bool, "name": str|nil, "problems": [str]}
+    #   each problem names its key, e.g. "key 'result.count' must be at least 1, not 0"
+    @op("sites_check")
+    async def sites_check(self, args: dict[str, Any], peer: Peer) -> Any:
+        filename = arg(args, "filename", str, "profile.toml")
+        try:
+            profile = self.profile_arg({"site": "", "profile": arg(args, "text", (str, bytes)), "profile_file": filename})
+        except ProfileError as exc:
+            return {"ok": False, "name": None, "problems": exc.problems}
+        return {"ok": True, "name": profile["name"], "problems": []}
+
+    # login {"worker": int, "site": str, "profile": str|nil, "profile_file": str|nil} -> {"worker", "url", "display"}
+    #   shows that worker's browser profile at the site's start URL on the daemon's display; the worker takes
+    #   tasks again (even if it was blocked) once the person closes the window
+    @op("login")
+    async def login(self, args: dict[str, Any], peer: Peer) -> Any:
+        d = self.daemon
+        wid = arg(args, "worker", int)
+        profile = self.profile_arg(args)
+        display = d.config.display
+        if not display:
+            raise RequestError(
+                "no display to show a browser on: tabfleetd runs without DISPLAY. Signing in needs a screen a person "
+                "can see: run tabfleetd in a desktop session (or with DISPLAY set, e.g. over `ssh -X`), or set "
+                "`display` in its config. A worker's own Xvfb will not do: nobody can see it.")
+        problem = display_problem(display)
+        if problem:
+            raise RequestError(f"cannot show a browser on display {display}: {problem}")
+        handle = d.fleet.workers.get(wid)
+        if handle is None:
+            raise BadArgs(f"no worker {wid} (workers: {', '.join(map(str, sorted(d.fleet.workers)))})")
+        if handle.state not in (IDLE, BLOCKED):
+            raise RequestError(f"worker {wid} is {handle.state}; pause your jobs (tabfleetctl pause JOB) and run "
+                               "login again once it is idle")
+        url = await d.site_url({"id": "login", "site": profile["name"], "profile": profile, "knobs": {}})
+        # Busy without a task: no dispatch meanwhile; the hello the worker sends once its own browser
+        # runs again makes it idle (fleet), so a blocked worker is back in service after signing in.
+        handle.state, handle.blocked_reason = BUSY, None
+        await d.fleet.send(handle, {"t": "login", "url": url, "display": display, "args": list(profile["browser"]["args"])})
+        return {"worker": wid, "url": url, "display": display}

@@ -29,6 +29,8 @@ class Config:
     chromium: str | None = _key(None, "Chromium executable (default: chromium, chromium-browser or google-chrome on PATH)")
     headless: bool = _key(True, "run Chromium headless")
     chromium_args: tuple[str, ...] = _key((), "extra Chromium command-line arguments")
+    display: str | None = _key(None, "X display for headed browsers (a site profile with headless = false, and tabfleetctl login) "
+                                     "(default: $DISPLAY; without one, a worker starts its own Xvfb)")
     max_frame_bytes: int = _key(64 * 1024 * 1024, "largest control message accepted")
     max_connections: int = _key(64, "control connections served at once; more are closed")
     read_timeout_s: float = _key(30.0, "a control connection that sends nothing for this long is closed")
@@ -42,21 +44,42 @@ class Config:
     heartbeat_interval_s: float = _key(1.0, "how often a worker reports that it is alive")
     heartbeat_timeout_s: float = _key(30.0, "a worker silent this long is killed and restarted")
     restart_delay_s: float = _key(1.0, "pause before a dead worker is started again")
+    stagger_s: float = _key(2.0, "pause between starting one worker and the next")
+    rotate_after_tasks: int = _key(50, "a worker restarts its Chromium after this many tasks (0: never)")
+    site_rate_per_min: float = _key(0.0, "prompts per minute sent to one site by all workers together (0: no limit until the site says so)")
+    account_rate_per_min: float = _key(0.0, "prompts per minute sent by one account, i.e. one worker's profile (0: no limit)")
+    memory_probe: str = _key("system", "where memory use is read: system (cgroup limit, else the machine) or file:PATH holding 'USED_MB LIMIT_MB'")
+    memory_high: float = _key(0.8, "above this share of the memory limit no new worker starts and new tasks wait")
+    memory_critical: float = _key(0.9, "above this share the largest worker is recycled and the fleet shrinks by one")
+    memory_low: float = _key(0.7, "below this share the fleet grows back towards its size")
+    memory_check_s: float = _key(2.0, "how often the memory governor reads memory use")
     grace_s: float = _key(10.0, "on shutdown, time given to tasks in flight before they go back to pending")
     map_size_mb: int = _key(64, "initial LMDB map size; it grows when full")
+    job_retention_h: float = _key(168.0, "finished jobs leave the store this many hours after they end (their images stay; 0: kept forever)")
+    housekeeping_interval_s: float = _key(600.0, "how often finished jobs are pruned, stale LMDB readers cleared and the store compacted")
+    compact_free_ratio: float = _key(0.5, "compact the store once free pages are at least this share of its file (0: never)")
+    compact_min_mb: int = _key(16, "never compact a store file smaller than this")
     demo_host: str = _key("127.0.0.1", "address of the bundled demo site")
     demo_port: int = _key(0, "port of the bundled demo site (0: any free port)")
+    dashboard_host: str = _key("127.0.0.1", "address of the read-only web dashboard (keep it on loopback: it has no login)")
+    dashboard_port: int = _key(0, "port of the read-only web dashboard (0: no dashboard)")
+    metrics_host: str = _key("127.0.0.1", "address of the Prometheus metrics endpoint")
+    metrics_port: int = _key(0, "port of the Prometheus metrics endpoint, /metrics (0: none; may equal dashboard_port)")
     log_level: str = _key("info", "debug, info, warning or error")
+    log_file: Path = _key(None, "log to this file, rotated (default: stderr; with --detach, STATE_DIR/logs/tabfleetd.log)")
+    log_max_mb: float = _key(10.0, "rotate the log file at this size in MiB (0: never)")
+    log_backups: int = _key(5, "rotated log files kept")
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_PATHS = {"socket", "state_dir"}
+_PATHS = {"socket", "state_dir", "log_file"}
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 _AT_LEAST_ONE = {"workers", "max_attempts", "max_connections", "max_frame_bytes", "max_prompt_chars", "map_size_mb"}
-_POSITIVE = {"heartbeat_interval_s", "heartbeat_timeout_s", "task_deadline_s", "cdp_timeout_s", "browser_start_timeout_s", "read_timeout_s"}
+_POSITIVE = {"heartbeat_interval_s", "heartbeat_timeout_s", "task_deadline_s", "cdp_timeout_s", "browser_start_timeout_s", "read_timeout_s",
+             "housekeeping_interval_s"}
 
 
 def describe() -> str:
@@ -90,7 +113,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(f"{where} must be a path string")
         return Path(value).expanduser()
-    if name in {"socket_group", "chromium"}:
+    if name in {"socket_group", "chromium", "display"}:
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{where} must be a string")
         return value or None
@@ -103,6 +126,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{where} must be an integer")
         if value < 0 or (name in _AT_LEAST_ONE and value < 1):
             raise ConfigError(f"{where} must be {'at least 1' if name in _AT_LEAST_ONE else 'zero or more'}")
+        if name.endswith("_port") and value > 65535:
+            raise ConfigError(f"{where} must be a TCP port (0 to 65535)")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -142,4 +167,17 @@ def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str]
             values[name] = _coerce(name, value, "command line")
     if values.get("state_dir") is None:
         values["state_dir"] = Path(env["STATE_DIRECTORY"].split(":")[0]) if env.get("STATE_DIRECTORY") else home / ".local" / "state" / "tabfleet"
-    return Config(**values)
+    config = Config(**values)
+    check_memory_marks(config)
+    return config
+
+
+def check_memory_marks(config: Config) -> None:
+    """The governor's marks must be shares of the limit in the order low < high <= critical."""
+    for name in ("memory_low", "memory_high", "memory_critical"):
+        if not 0 < getattr(config, name) <= 1:
+            raise ConfigError(f"key '{name}' must be a share of the limit between 0 and 1")
+    if not config.memory_low < config.memory_high <= config.memory_critical:
+        raise ConfigError("keys 'memory_low' < 'memory_high' <= 'memory_critical' must hold")
+    if config.memory_probe != "system" and not config.memory_probe.startswith("file:"):
+        raise ConfigError("key 'memory_probe' must be 'system' or 'file:PATH'")

@@ -20,7 +20,8 @@ page forwards verbatim with every generate request:
     seed=<int>         make the error/hang/lockup/jitter draws repeatable
 
 A prompt containing ``[[error]]``, ``[[ratelimit]]``, ``[[hang]]`` or
-``[[lockup]]`` gets that outcome every time. Bad knob values fall back to
+``[[lockup]]`` gets that outcome every time; ``[[logout]]`` logs the sending
+browser's session out for good (every later prompt from it gets an auth error). Bad knob values fall back to
 their defaults with a warning rather than failing the request.
 """
 
@@ -159,6 +160,7 @@ class DemoSite:
     def __init__(self) -> None:
         # prompt -> number of images generated for it, so tests see duplicates.
         self.generated: dict[str, int] = {}
+        self.logged_out: set[str] = set()  # sessions that sent a [[logout]] prompt
         self._images: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._recent: dict[str, collections.deque[float]] = {}
         self._rngs: dict[tuple[str, int], random.Random] = {}
@@ -185,6 +187,7 @@ class DemoSite:
                 web.post("/api/generate", self._generate),
                 web.get("/img/{image_id:[A-Za-z0-9_-]+}.png", self._image),
                 web.get("/healthz", self._healthz),
+                web.get("/api/stats", self._stats),
             ]
         )
         self._closing = asyncio.Event()
@@ -264,9 +267,16 @@ class DemoSite:
             headers={"Cache-Control": "private, max-age=3600"},
         )
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        """How often each prompt was generated, so tests can count duplicate generations."""
+        return web.json_response({"generated": self.generated})
+
     async def _generate(self, request: web.Request) -> web.Response:
-        if not _valid_session(request.cookies.get(SESSION_COOKIE)):
+        session = request.cookies.get(SESSION_COOKIE)
+        if not _valid_session(session):
             return _error(403, "Your session has expired. Please reload the page.", "error", None)
+        if session in self.logged_out:
+            return _error(401, "You have been logged out. Please log in again to continue.", "auth", None)
         try:
             body = await request.json()
         except ValueError:
@@ -276,6 +286,10 @@ class DemoSite:
             return _error(400, "A prompt is required.", "error", None)
         raw_knobs = body.get("knobs")
         knobs = Knobs.parse(raw_knobs if isinstance(raw_knobs, dict) else {})
+        if "[[logout]]" in prompt:
+            # This browser's account is now logged out, as when a real session expires.
+            self.logged_out.add(str(session))
+            return _error(401, "You have been logged out. Please log in again to continue.", "auth", None)
 
         wait: int | None
         if "[[ratelimit]]" in prompt:

@@ -12,7 +12,8 @@
     │   └── UnknownJob            1301
     ├── InputError                1400  user input (files, directories) that is wrong
     │   ├── PromptFileError       1401
-    │   └── OutDirError           1402
+    │   ├── OutDirError           1402
+    │   └── ProfileError          1403  a site profile that cannot be used
     ├── StateError                1500
     │   └── IllegalTransition     1501
     ├── ConfigError               1600
@@ -88,6 +89,17 @@ class PromptFileError(InputError):
 
 class OutDirError(InputError):
     code = 1402
+
+
+class ProfileError(InputError):
+    """A site profile that cannot be used; each problem names its key."""
+
+    code = 1403
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
 
 
 class StateError(TabfleetError):

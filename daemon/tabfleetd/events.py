@@ -1,15 +1,33 @@
-"""Task and worker events: a bounded in-memory log that clients can read or subscribe to."""
+"""Task and worker events: a bounded in-memory log that clients can read or subscribe to.
+
+Three ways to consume it, for three kinds of reader:
+
+- ``recent()`` for a one-off look (the ``events`` op);
+- ``subscribe()`` gives a bounded asyncio queue, for a stream to a client that
+  may be slow (a full queue loses its oldest event, never blocks ``emit``);
+- ``listen()`` registers a synchronous callback run inside ``emit``, for
+  in-process counters (metrics) that must see every event exactly once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import itertools
+import logging
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAX_EVENTS = 5000
 SUBSCRIBER_QUEUE = 1000
+
+# The kinds a person reads about task progress; the events op and command default to these.
+TASK_KINDS = frozenset({"task_done", "task_retry", "task_failed"})
+
+Listener = Callable[[dict[str, Any]], None]
 
 
 class EventLog:
@@ -18,6 +36,8 @@ class EventLog:
     def __init__(self, capacity: int = MAX_EVENTS) -> None:
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=capacity)
         self.subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.listeners: list[Listener] = []
+        self.dropped = 0  # events a slow subscriber lost, summed over subscribers
         self._seq = itertools.count(1)
 
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -27,17 +47,35 @@ class EventLog:
             if queue.full():
                 # A slow subscriber loses its oldest events rather than holding memory or the loop.
                 queue.get_nowait()
+                self.dropped += 1
             queue.put_nowait(event)
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                # A broken counter must not stop the scheduler that emitted the event.
+                log.exception("event listener %r failed on %s", listener, kind)
         return event
 
-    def recent(self, job: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        picked = [e for e in self.events if job is None or e.get("job") == job]
+    def recent(self, job: str | None = None, limit: int = 100, kinds: Iterable[str] | None = None,
+               after: int = 0) -> list[dict[str, Any]]:
+        """The newest `limit` events (0: all kept), oldest first, optionally of one job, some kinds, or after a seq."""
+        wanted = None if kinds is None else frozenset(kinds)
+        picked = [e for e in self.events
+                  if (job is None or e.get("job") == job) and (wanted is None or e["kind"] in wanted) and e["seq"] > after]
         return picked[-limit:] if limit else picked
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_QUEUE)
+    def subscribe(self, capacity: int = SUBSCRIBER_QUEUE) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(capacity)
         self.subscribers.add(queue)
         return queue
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self.subscribers.discard(queue)
+
+    def listen(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import random
 import time
 from pathlib import Path
 from collections.abc import Awaitable, Callable
@@ -20,10 +21,13 @@ from . import worker as worker_module
 from .browser import kill_group, kill_profile_processes
 from .channel import Channel
 from .config import Config
+from .memory import GROW, HOLD, SHRINK, Governor, Reading, probe_from_config
 
 log = logging.getLogger(__name__)
 
-STARTING, IDLE, BUSY, STOPPING, DEAD = "starting", "idle", "busy", "stopping", "dead"
+STARTING, IDLE, BUSY, BLOCKED, RESTARTING, DEAD, RETIRING = (
+    "starting", "idle", "busy", "blocked", "restarting", "dead", "retiring")
+RESTART_BACKOFF_CAP_S = 60.0
 MP = multiprocessing.get_context("spawn")
 
 
@@ -41,15 +45,31 @@ class WorkerHandle:
     failures_in_row: int = 0
     last_error: str | None = None
     restarts: int = 0
+    restart_streak: int = 0  # restarts since the worker last finished a task; sets the backoff
+    restart_at: float | None = None  # wall-clock time of the next start while RESTARTING
+    blocked_reason: str | None = None
+    retire: bool = False  # leave the fleet once the current task ends (the fleet shrank)
+    rotations: int = 0  # browser restarts after rotate_after_tasks tasks
     last_heartbeat: float = field(default_factory=time.monotonic)
     rss_mb: float = 0.0
 
+    def health(self) -> str:
+        if self.state == BLOCKED:
+            return f"blocked: {self.blocked_reason}"
+        if self.state == RESTARTING and self.restart_at is not None:
+            return f"restarting in {max(0.0, self.restart_at - time.time()):.0f} s"
+        silent = time.monotonic() - self.last_heartbeat
+        if self.state in (IDLE, BUSY) and silent > 5:
+            return f"silent for {silent:.0f} s"
+        return "ok" if self.state in (IDLE, BUSY) else self.state
+
     def view(self) -> dict[str, Any]:
-        return {"id": self.wid, "pid": self.pid, "state": self.state, "tasks_done": self.tasks_done,
+        return {"id": self.wid, "pid": self.pid, "state": self.state, "health": self.health(),
+                "tasks_done": self.tasks_done,
                 "current_task": None if self.task is None else f"{self.task['job']}/{self.task['index']}",
                 "current_prompt": None if self.task is None else self.task["prompt"],
                 "rss_mb": self.rss_mb, "last_error": self.last_error, "restarts": self.restarts,
-                "failures_in_row": self.failures_in_row}
+                "failures_in_row": self.failures_in_row, "restart_at": self.restart_at, "rotations": self.rotations}
 
 
 MessageHook = Callable[[WorkerHandle, dict[str, Any]], Awaitable[None]]
@@ -65,12 +85,67 @@ class Fleet:
         self.workers: dict[int, WorkerHandle] = {}
         self.stopping = False
         self._readers: set[asyncio.Task[None]] = set()
+        self.desired = config.workers
+        self.cap: int | None = None  # set by the memory governor while memory is short
+        self.hold = False  # memory is high: no worker starts, no task starts
+        self.probe = probe_from_config(config.memory_probe)
+        self.governor = Governor(config.memory_high, config.memory_critical, config.memory_low)
+        self.memory: Reading | None = None
+        self.on_capacity: Callable[[], None] = lambda: None
+        self._sizer: asyncio.Task[None] | None = None
+        self._resize_again = False
+        self._governor: asyncio.Task[None] | None = None
+        self._reader_of: dict[asyncio.Task[None], WorkerHandle] = {}
+        self.rng = random.Random()
         self._watchdog: asyncio.Task[None] | None = None
 
+    @property
+    def target(self) -> int:
+        """How many workers should run: the size asked for, less what the memory governor took away."""
+        return self.desired if self.cap is None else min(self.desired, self.cap)
+
     async def start(self, count: int) -> None:
-        for wid in range(1, count + 1):
-            await self.spawn(WorkerHandle(wid))
+        self.desired = count
         self._watchdog = asyncio.create_task(self.watch())
+        self._governor = asyncio.create_task(self.govern())
+        self.resize()
+
+    def resize(self, count: int | None = None) -> None:
+        """Start missing workers (staggered) and retire those over the target."""
+        if count is not None:
+            self.desired = count
+        if self._sizer is None or self._sizer.done():
+            self._sizer = asyncio.create_task(self._resize())
+        else:
+            self._resize_again = True
+
+    async def _resize(self) -> None:
+        while True:
+            self._resize_again = False
+            live = sorted(h.wid for h in self.workers.values() if not h.retire)
+            for wid in live[self.target:]:
+                self.retire(self.workers[wid])
+            first = True
+            for wid in range(1, self.target + 1):
+                if self.stopping or self.hold:
+                    break
+                if wid in self.workers:
+                    continue
+                if not first and self.config.stagger_s:
+                    await asyncio.sleep(self.config.stagger_s)  # one browser start at a time eases the CPU and the site
+                if self.stopping or self.hold or wid > self.target or wid in self.workers:
+                    continue
+                await self.spawn(WorkerHandle(wid))
+                first = False
+            if not self._resize_again:
+                return
+
+    def retire(self, handle: WorkerHandle) -> None:
+        """Take a worker out of the fleet: at once when idle, after its task when busy."""
+        handle.retire = True
+        if handle.state != BUSY:
+            handle.state = RETIRING
+            self.kill(handle)
 
     async def spawn(self, handle: WorkerHandle) -> None:
         parent, child = MP.Pipe(duplex=True)
@@ -79,17 +154,23 @@ class Fleet:
         proc.start()
         child.close()
         handle.proc, handle.pid, handle.state = proc, proc.pid, STARTING
-        handle.task = handle.browser = None
+        handle.task = handle.browser = handle.restart_at = handle.blocked_reason = None
+        handle.failures_in_row = 0
         handle.last_heartbeat = time.monotonic()
         handle.chan = await Channel.open(parent)
         self.workers[handle.wid] = handle
         reader = asyncio.create_task(self._read(handle))
         self._readers.add(reader)
-        reader.add_done_callback(self._readers.discard)
+        self._reader_of[reader] = handle
+        reader.add_done_callback(self._forget_reader)
         log.info("worker %d started (pid %d)", handle.wid, proc.pid)
 
+    def _forget_reader(self, reader: asyncio.Task[None]) -> None:
+        self._readers.discard(reader)
+        self._reader_of.pop(reader, None)
+
     def idle(self) -> list[WorkerHandle]:
-        return [h for h in self.workers.values() if h.state == IDLE]
+        return [h for h in self.workers.values() if h.state == IDLE and not h.retire]
 
     async def _read(self, handle: WorkerHandle) -> None:
         assert handle.chan is not None
@@ -103,6 +184,7 @@ class Fleet:
                     continue
                 if kind == "hello":
                     handle.browser = msg.get("browser")
+                    handle.rotations = int(msg.get("rotations") or 0)
                     if handle.state in (STARTING, BUSY) and handle.task is None:
                         handle.state = IDLE
                 elif kind == "fatal":
@@ -132,11 +214,38 @@ class Fleet:
         handle.state = DEAD
         await self.on_exit(handle)
         handle.task = handle.browser = None
+        if handle.retire or handle.wid > self.target:
+            self.workers.pop(handle.wid, None)
+            log.info("worker %d left the fleet (target %d)", handle.wid, self.target)
+            return
         if not self.stopping:
+            delay = self.restart_delay(handle)
             handle.restarts += 1
-            await asyncio.sleep(self.config.restart_delay_s)
-            if not self.stopping:
+            handle.restart_streak += 1
+            handle.state, handle.restart_at = RESTARTING, time.time() + delay
+            log.info("worker %d starts again in %.1f s", handle.wid, delay)
+            await asyncio.sleep(delay)
+            while self.hold and not self.stopping:
+                await asyncio.sleep(1.0)
+            if not self.stopping and handle.wid <= self.target and not handle.retire:
                 await self.spawn(handle)
+            elif not self.stopping:
+                self.workers.pop(handle.wid, None)
+
+    def restart_delay(self, handle: WorkerHandle) -> float:
+        """1 s growing to 60 s while a worker keeps dying without finishing a task, with jitter."""
+        ceiling = min(RESTART_BACKOFF_CAP_S, self.config.restart_delay_s * 2 ** handle.restart_streak)
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def block(self, handle: WorkerHandle, reason: str | None) -> None:
+        """Take a worker out of service (e.g. its account is logged out) until it is restarted."""
+        handle.state, handle.blocked_reason = BLOCKED, reason
+        log.warning("worker %d takes no more tasks: %s", handle.wid, reason)
+
+    def restart(self, handle: WorkerHandle, reason: str) -> None:
+        """Kill a worker and its Chromium; the reader notices and starts it again."""
+        handle.last_error = reason
+        self.kill(handle)
 
     def kill(self, handle: WorkerHandle) -> None:
         if handle.proc is not None and handle.proc.is_alive():
@@ -162,6 +271,53 @@ class Fleet:
                     handle.last_error = why
                     self.kill(handle)
 
+    async def govern(self) -> None:
+        """Read memory use and size the fleet with hysteresis (see memory.py)."""
+        while not self.stopping:
+            try:
+                self.memory = self.probe.read()
+                self.apply(self.governor.decide(self.memory))
+            except Exception:
+                log.exception("memory governor failed; trying again")
+            await asyncio.sleep(self.config.memory_check_s)
+
+    def apply(self, decision: str) -> None:
+        was_held = self.hold
+        if decision == SHRINK:
+            self.hold = True
+            live = [h for h in self.workers.values() if not h.retire and h.state != DEAD]
+            if len(live) > 1 and not any(h.state == RETIRING for h in self.workers.values()):
+                largest = max(live, key=lambda h: h.rss_mb)
+                self.cap = len(live) - 1
+                log.warning("memory at %.0f %% of the limit: recycling worker %d (%.0f MB); fleet target %d",
+                            100 * self.memory.fraction if self.memory else 0, largest.wid, largest.rss_mb, self.target)
+                largest.retire = True
+                largest.state = RETIRING
+                self.kill(largest)  # its task goes back to pending
+        elif decision == HOLD:
+            self.hold = True
+        else:
+            self.hold = False
+            if decision == GROW and self.cap is not None:
+                self.cap += 1
+                if self.cap >= self.desired:
+                    self.cap = None
+                log.info("memory back under the low mark: fleet target %d", self.target)
+                self.resize()
+            elif decision == GROW and len([h for h in self.workers.values() if not h.retire]) < self.target:
+                self.resize()
+        if was_held != self.hold:
+            log.info("memory governor: %s", "holding new work" if self.hold else "new work may start")
+            self.on_capacity()
+
+    def memory_view(self) -> dict[str, Any]:
+        reading = self.memory
+        return {"used_mb": round(reading.used / 2**20) if reading else None,
+                "limit_mb": round(reading.limit / 2**20) if reading else None,
+                "percent": round(100 * reading.fraction, 1) if reading else None,
+                "source": reading.source if reading else None,
+                "target_workers": self.target, "desired_workers": self.desired, "holding": self.hold}
+
     async def send(self, handle: WorkerHandle, msg: dict[str, Any]) -> None:
         assert handle.chan is not None
         await handle.chan.send(msg)
@@ -169,19 +325,23 @@ class Fleet:
     async def stop(self, grace: float) -> None:
         """Let busy workers finish for up to `grace` seconds, then end every worker and its Chromium."""
         self.stopping = True
-        if self._watchdog:
-            self._watchdog.cancel()
+        for task in (self._watchdog, self._governor, self._sizer):
+            if task is not None:
+                task.cancel()
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(h.state == BUSY for h in self.workers.values()):
             await asyncio.sleep(0.1)
         for handle in self.workers.values():
-            if handle.state in (IDLE, STARTING) and handle.chan is not None:
+            if handle.state in (IDLE, STARTING, BLOCKED) and handle.chan is not None:
                 try:
                     await asyncio.wait_for(handle.chan.send({"t": "stop"}), 1)
                 except (ConnectionError, asyncio.TimeoutError):
                     pass
             elif handle.state == BUSY and handle.proc is not None and handle.proc.is_alive():
                 handle.proc.terminate()
+        for reader, handle in list(self._reader_of.items()):
+            if handle.state in (RESTARTING, DEAD):
+                reader.cancel()  # it is only waiting out a restart delay
         if self._readers:
             await asyncio.wait(set(self._readers), timeout=15)
         for handle in self.workers.values():

@@ -5,6 +5,11 @@ Each message is a 4-byte big-endian length followed by one msgpack map.
     request  {"op": str, "args": map, "id": int}
     reply    {"id": int, "ok": true, "result": any}
            | {"id": int|nil, "ok": false, "error": {"code": int, "message": str}}
+    stream   {"id": int, "ok": true, "result": any, "more": true} ... then
+             {"id": int, "ok": true, "result": nil, "more": false} (or an error reply)
+
+A streaming op (``subscribe``, ``export``) answers with many frames under its
+request's id; the client stops a stream early by closing the connection.
 
 The first request on a connection must be ``hello`` carrying the client's
 protocol version; the daemon refuses anything else until then.  The same

@@ -1,35 +1,111 @@
-"""Retry policy: what a failed attempt leads to, by failure class."""
+"""Failure policy: what a failed attempt leads to, one small policy class per failure class.
+
+The site adapter decides the class; the policy decides the task's next state,
+when it may run again, whether the attempt counts against its budget, and what
+happens to the worker that saw the failure.
+
+    class       task                          attempt   worker
+    transient   retry after backoff           counts    -
+    timeout     retry after backoff           counts    browser recycled (by the worker)
+    crash       retry after backoff           counts    browser recycled (by the worker)
+    rate_limit  retry after the stated wait   refunded  -
+    permanent   failed at once                counts    -
+    auth        pending again at once         refunded  stops taking tasks until restarted
+    challenge   pending again at once         refunded  stops taking tasks until restarted
+"""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .states import TaskState
 
-NEVER_RETRIED = frozenset({"permanent"})
+TRANSIENT, TIMEOUT, CRASH, RATE_LIMIT, PERMANENT, AUTH, CHALLENGE = (
+    "transient", "timeout", "crash", "rate_limit", "permanent", "auth", "challenge")
+WORKER_BLOCKING = frozenset({AUTH, CHALLENGE})
+NEVER_RETRIED = frozenset({PERMANENT})
+FREE_RATE_LIMITS = 10  # rate-limited attempts of one task that do not count against its budget
 
 
 @dataclass(frozen=True)
 class Decision:
     state: TaskState
     ready_at: float | None = None
+    refund: bool = False  # the attempt does not count against the task's budget
+    block_worker: bool = False
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+
+    base_s: float
+    cap_s: float
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        return self.rng.uniform(0, min(self.cap_s, self.base_s * 2 ** max(0, attempt - 1)))
+
+
+class Policy:
+    """A failure class's rule; subclasses override decide()."""
+
+    def decide(self, task: dict[str, Any], wait_s: float | None, now: float, backoff: Backoff) -> Decision:
+        if task["attempts"] >= task["budget"]:
+            return Decision(TaskState.FAILED)
+        return Decision(TaskState.RETRY_WAIT, now + backoff.delay(task["attempts"]))
+
+
+class RetryWithBackoff(Policy):
+    pass
+
+
+class HonourStatedWait(Policy):
+    """Rate limits are the site's, not the prompt's: wait as told and keep the budget.
+
+    Only so often, though: a prompt that meets a rate limit every time (say the
+    site answers it that way whatever the pace) must end some day, so past
+    FREE_RATE_LIMITS its rate-limited attempts count like any other.
+    """
+
+    def decide(self, task: dict[str, Any], wait_s: float | None, now: float, backoff: Backoff) -> Decision:
+        free = task.get("rate_limits", 0) < FREE_RATE_LIMITS
+        if not free and task["attempts"] >= task["budget"]:
+            return Decision(TaskState.FAILED)
+        delay = wait_s if wait_s is not None and wait_s >= 0 else backoff.delay(task["attempts"])
+        return Decision(TaskState.RETRY_WAIT, now + delay, refund=free)
+
+
+class FailAtOnce(Policy):
+    def decide(self, task: dict[str, Any], wait_s: float | None, now: float, backoff: Backoff) -> Decision:
+        return Decision(TaskState.FAILED)
+
+
+class BlockWorker(Policy):
+    """The account, not the prompt, is the problem: give the task to another worker."""
+
+    def decide(self, task: dict[str, Any], wait_s: float | None, now: float, backoff: Backoff) -> Decision:
+        return Decision(TaskState.PENDING, refund=True, block_worker=True)
+
+
+POLICIES: dict[str, Policy] = {
+    TRANSIENT: RetryWithBackoff(), TIMEOUT: RetryWithBackoff(), CRASH: RetryWithBackoff(),
+    RATE_LIMIT: HonourStatedWait(), PERMANENT: FailAtOnce(), AUTH: BlockWorker(), CHALLENGE: BlockWorker(),
+}
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, capped; a stated wait is honoured as given."""
+    """Picks the policy for a failure class; unknown classes are treated as transient."""
 
     base_s: float
     cap_s: float
-    rng: random.Random = random.Random()
+    rng: random.Random = field(default_factory=random.Random)
 
     def backoff(self, attempt: int) -> float:
-        return self.rng.uniform(0, min(self.cap_s, self.base_s * 2 ** max(0, attempt - 1)))
+        return Backoff(self.base_s, self.cap_s, self.rng).delay(attempt)
 
     def decide(self, task: dict[str, Any], kind: str, wait_s: float | None, now: float) -> Decision:
-        if kind in NEVER_RETRIED or task["attempts"] >= task["budget"]:
-            return Decision(TaskState.FAILED)
-        delay = wait_s if wait_s is not None else self.backoff(task["attempts"])
-        return Decision(TaskState.RETRY_WAIT, now + delay)
+        return POLICIES.get(kind, POLICIES[TRANSIENT]).decide(task, wait_s, now, Backoff(self.base_s, self.cap_s, self.rng))

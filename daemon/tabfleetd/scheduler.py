@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -11,19 +12,25 @@ from typing import Any
 
 from . import outputs
 from .events import EventLog
+from .rate import moving_rate_per_min
 from .fleet import BUSY, IDLE, Fleet, WorkerHandle
-from .retries import RetryPolicy
+from .limits import Limits
+from .retries import CRASH, RATE_LIMIT, TIMEOUT, TRANSIENT, RetryPolicy
 from .states import FINISHED_JOB_STATES, TaskState
-from .store import AsyncStore, task_key
+from .store import AsyncStore, Store, task_key
 
 log = logging.getLogger(__name__)
 
 RATE_WINDOW_S = 120.0
+# Failures that say something about the worker (not the site or the prompt); 3 in a row restart it.
+WORKER_FAILURES = frozenset({TRANSIENT, TIMEOUT, CRASH})
+FAILURES_BEFORE_RESTART = 3
 
 
 class Scheduler:
     def __init__(self, store: AsyncStore, fleet: Fleet, policy: RetryPolicy, site_urls: Any, deadline_s: float,
-                 events: EventLog) -> None:
+                 events: EventLog, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits(0, 0)
         self.store = store
         self.events = events
         self.fleet = fleet
@@ -65,40 +72,99 @@ class Scheduler:
         while self.dispatching:
             self._kick.clear()
             try:
-                await self.dispatch()
-                wake = await self.store("next_retry_at")
+                wake = await self.dispatch()
+                retry_at = await self.store("next_retry_at")
+                if retry_at is not None:
+                    wake = min(wake, retry_at)
             except Exception:
                 log.exception("dispatch failed; trying again shortly")
                 wake = time.time() + 1
-            timeout = None if wake is None else max(0.01, wake - time.time())
+            timeout = None if wake == float("inf") else max(0.01, wake - time.time())
             try:
                 await asyncio.wait_for(self._kick.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
 
-    async def dispatch(self) -> None:
+    async def dispatch(self) -> float:
+        """Start tasks on idle workers as pacing allows; return the wall-clock time worth trying again."""
+        wake = float("inf")
+        if self.fleet.hold:
+            return wake  # memory is short: the governor kicks us when it is not
+        loop = asyncio.get_running_loop()
         for handle in self.fleet.idle():
-            if not self.dispatching:
-                return
-            full = frozenset(j for j, n in self.running_per_job.items()
-                             if self.jobs.get(j, {}).get("max_workers") and n >= self.jobs[j]["max_workers"])
-            task = await self.store("claim", handle.wid, time.time(), full)
-            if task is None:
-                return
-            job = self.jobs.get(task["job"]) or await self.store("get_job", task["job"])
-            self.jobs[job["id"]] = job
-            path = Path(job["out"]) / outputs.output_name(task["index"], task["prompt"])
-            handle.state, handle.task, handle.task_started = BUSY, task, time.monotonic()
-            self.running_per_job[job["id"]] += 1
-            try:
-                url = await self.site_urls(job)
-                await self.fleet.send(handle, {
-                    "t": "task", "key": task_key(job["id"], task["index"]).decode(), "prompt": task["prompt"],
-                    "path": str(path), "site": job.get("profile") or job["site"], "url": url,
-                    "deadline_s": self.deadline_s})
-            except (ConnectionError, OSError) as exc:
-                # The worker is going away; its exit hook puts the task back.
-                log.warning("could not hand a task to worker %d: %s", handle.wid, exc)
+            cooling = self.limits.cooling(handle.wid, time.time())
+            if cooling > 0:
+                wake = min(wake, time.time() + cooling)
+                continue
+            while self.dispatching and handle.state == IDLE and not self.fleet.hold:
+                picked = await self.pick(handle)
+                if isinstance(picked, float):
+                    wake = min(wake, picked)
+                    break
+                if picked is None:
+                    return wake
+                task, job = picked
+                path = Path(job["out"]) / outputs.output_name(task["index"], task["prompt"])
+                if await loop.run_in_executor(None, path.exists):
+                    # Finished before a crash: adopt it rather than generate it again.
+                    await self.adopt(task, path)
+                    continue
+                if handle.state != IDLE:
+                    # The worker died or was blocked while we awaited the store; the task goes back.
+                    await self.put_back(task)
+                    break
+                self.limits.take(site_of(job), handle.wid, time.monotonic())
+                await self.assign(handle, task, job, path)
+        return wake
+
+    async def pick(self, handle: WorkerHandle) -> tuple[dict[str, Any], dict[str, Any]] | float | None:
+        """Claim the next task this worker may start now; or the time to try again; or None when nothing is queued."""
+        skip = {j for j, n in self.running_per_job.items()
+                if self.jobs.get(j, {}).get("max_workers") and n >= self.jobs[j]["max_workers"]}
+        wake: float | None = None
+        while True:
+            key = await self.store("peek", time.time(), frozenset(skip))
+            if key is None:
+                return wake
+            job_id = key.split(b"/")[0].decode()
+            job = self.jobs.get(job_id) or await self.store("get_job", job_id)
+            self.jobs[job_id] = job
+            site = site_of(job)
+            wait = self.limits.wait(site, handle.wid, time.monotonic())
+            if wait > 0:
+                # This site must wait; tasks of other sites may still go.
+                skip |= {j for j, other in self.jobs.items() if site_of(other) == site}
+                wake = min(wake or float("inf"), time.time() + wait)
+                continue
+            task = await self.store("claim_key", key, handle.wid, time.time())
+            if task is not None:
+                return task, job
+
+    async def assign(self, handle: WorkerHandle, task: dict[str, Any], job: dict[str, Any], path: Path) -> None:
+        handle.state, handle.task, handle.task_started = BUSY, task, time.monotonic()
+        self.running_per_job[job["id"]] += 1
+        try:
+            url = await self.site_urls(job)
+            await self.fleet.send(handle, {
+                "t": "task", "key": task_key(job["id"], task["index"]).decode(), "prompt": task["prompt"],
+                "path": str(path), "site": job.get("profile") or job["site"], "url": url,
+                "deadline_s": self.deadline_s})
+        except (ConnectionError, OSError) as exc:
+            # The worker is going away; its exit hook puts the task back.
+            log.warning("could not hand a task to worker %d: %s", handle.wid, exc)
+
+    async def put_back(self, task: dict[str, Any]) -> None:
+        """Return a claimed task that never reached a worker, without charging its attempt."""
+        outcome = await self.store("finish", task_key(task["job"], task["index"]), TaskState.PENDING,
+                                   worker=None, budget=task["budget"] + 1)
+        if outcome:
+            self.job_changed(outcome[1])
+
+    async def adopt(self, task: dict[str, Any], path: Path) -> None:
+        data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+        await self.record_done(task, None, {
+            "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "started": task["started"], "finished": time.time()}, adopted=True)
 
     async def on_message(self, handle: WorkerHandle, msg: dict[str, Any]) -> None:
         if msg.get("t") == "hello":
@@ -113,44 +179,89 @@ class Scheduler:
             log.warning("worker %d reported a task it was not given (%r)", handle.wid, key)
             return
         self._release(handle)
+        if handle.state == BUSY:
+            handle.state = IDLE
         if msg.get("ok"):
             handle.tasks_done += 1
             handle.failures_in_row = 0
+            handle.restart_streak = 0
             fields = {k: msg[k] for k in ("file", "sha256", "bytes", "started", "finished")}
-            outcome = await self.store("finish", key, TaskState.DONE, error=None, error_kind=None, worker=handle.wid, **fields)
-            if outcome:
-                done_task, job = outcome
-                await asyncio.get_running_loop().run_in_executor(None, outputs.append_manifest, Path(job["out"]), manifest_record(done_task))
-                self.finish_times[job["id"]].append(time.monotonic())
-                self.events.emit("task_done", job=job["id"], index=done_task["index"], prompt=done_task["prompt"],
-                                 file=done_task["file"], worker=handle.wid, attempts=done_task["attempts"],
-                                 adopted=bool(msg.get("adopted")))
-                self.job_changed(job)
+            self.limits.on_success(site_of(self.jobs.get(task["job"], {})))
+            await self.record_done(task, handle.wid, fields, adopted=bool(msg.get("adopted")))
         else:
-            handle.failures_in_row += 1
-            handle.last_error = f"{msg.get('kind')}: {msg.get('error')}"
-            decision = self.policy.decide(task, str(msg.get("kind")), msg.get("wait_s"), time.time())
-            log.info("task %s failed on worker %d (%s); now %s", key.decode(), handle.wid, handle.last_error, decision.state.value)
-            outcome = await self.store("finish", key, decision.state, error=msg.get("error"), error_kind=msg.get("kind"),
-                                       ready_at=decision.ready_at, finished=msg.get("finished"))
-            if outcome:
-                failed_task, job = outcome
-                self.events.emit("task_failed" if decision.state == TaskState.FAILED else "task_retry", job=job["id"],
-                                 index=failed_task["index"], prompt=failed_task["prompt"], worker=handle.wid,
-                                 attempts=failed_task["attempts"], error=msg.get("error"), error_kind=msg.get("kind"),
-                                 retry_at=decision.ready_at)
-                self.job_changed(job)
-        if handle.state == BUSY:
-            handle.state = IDLE
+            await self.record_failure(handle, task, key, msg)
+        if handle.retire:
+            self.fleet.retire(handle)
         self.kick()
 
+    async def record_done(self, task: dict[str, Any], worker: int | None, fields: dict[str, Any], adopted: bool) -> None:
+        """Write the manifest line, then mark the task done in the store.
+
+        In that order, a job seen as ended (by status or --wait) always has its
+        whole manifest; a crash in between leaves a line that the start-up
+        reconciliation removes, or keeps once the image is adopted.
+        """
+        loop = asyncio.get_running_loop()
+        job = self.jobs.get(task["job"]) or await self.store("get_job", task["job"])
+        record = manifest_record(task | fields | {"worker": worker})
+        await loop.run_in_executor(None, outputs.append_manifest, Path(job["out"]), record)
+        key = task_key(task["job"], task["index"])
+        outcome = await self.store("finish", key, TaskState.DONE, error=None, error_kind=None, worker=worker, **fields)
+        if not outcome:
+            # The task was no longer running (its job was cancelled, say): take the line back out.
+            await loop.run_in_executor(None, reconcile_manifest, self.store.store, job)
+            return
+        task, job = outcome
+        if not adopted:  # an adopted image was made before; counting it would inflate the rate
+            self.finish_times[job["id"]].append(time.monotonic())
+        self.events.emit("task_done", job=job["id"], index=task["index"], prompt=task["prompt"], file=task["file"],
+                         worker=worker, attempts=task["attempts"], adopted=adopted)
+        self.job_changed(job)
+
+    async def record_failure(self, handle: WorkerHandle, task: dict[str, Any], key: bytes, msg: dict[str, Any]) -> None:
+        kind = str(msg.get("kind"))
+        handle.last_error = f"{kind}: {msg.get('error')}"
+        decision = self.policy.decide(task, kind, msg.get("wait_s"), time.time())
+        if kind == RATE_LIMIT:
+            cool = (decision.ready_at or time.time()) - time.time()
+            self.limits.on_rate_limit(site_of(self.jobs.get(task["job"], {})), handle.wid, cool, time.monotonic(), time.time())
+        log.info("task %s failed on worker %d (%s); now %s", key.decode(), handle.wid, handle.last_error, decision.state.value)
+        fields: dict[str, Any] = {"error": msg.get("error"), "error_kind": kind, "ready_at": decision.ready_at,
+                                  "finished": msg.get("finished")}
+        if decision.refund:
+            fields["budget"] = task["budget"] + 1
+        if kind == RATE_LIMIT:
+            fields["rate_limits"] = task.get("rate_limits", 0) + 1
+        outcome = await self.store("finish", key, decision.state, **fields)
+        if outcome:
+            failed, job = outcome
+            self.events.emit("task_failed" if decision.state == TaskState.FAILED else "task_retry", job=job["id"],
+                             index=failed["index"], prompt=failed["prompt"], worker=handle.wid, attempts=failed["attempts"],
+                             error=msg.get("error"), error_kind=kind, retry_at=decision.ready_at)
+            self.job_changed(job)
+        if decision.block_worker:
+            self.fleet.block(handle, handle.last_error)
+            self.events.emit("worker_blocked", worker=handle.wid, reason=handle.last_error)
+        elif kind in WORKER_FAILURES:
+            handle.failures_in_row += 1
+            if handle.failures_in_row >= FAILURES_BEFORE_RESTART:
+                log.warning("worker %d failed %d tasks in a row; restarting it", handle.wid, handle.failures_in_row)
+                self.fleet.restart(handle, f"{handle.failures_in_row} failures in a row")
+        else:
+            handle.failures_in_row = 0
+
     async def on_exit(self, handle: WorkerHandle) -> None:
-        """A worker died: its task goes back to pending with its attempt counted."""
+        """A worker died: its task goes back to pending (its attempt refunded when we stopped it on purpose)."""
+        self.events.emit("worker_exited", worker=handle.wid, pid=handle.pid, code=handle.proc.exitcode if handle.proc else None,
+                         reason=handle.last_error)
         task = handle.task
         if task is None:
             return
         self._release(handle)
-        outcome = await self.store("finish", task_key(task["job"], task["index"]), TaskState.PENDING, worker=None)
+        fields: dict[str, Any] = {"worker": None}
+        if self.fleet.stopping or handle.retire:
+            fields["budget"] = task["budget"] + 1  # we ended it on purpose
+        outcome = await self.store("finish", task_key(task["job"], task["index"]), TaskState.PENDING, **fields)
         if outcome:
             self.job_changed(outcome[1])
 
@@ -161,15 +272,31 @@ class Scheduler:
         handle.task_started = None
 
     def rate_per_min(self, job_id: str) -> float:
-        times = self.finish_times.get(job_id)
-        if not times:
-            return 0.0
-        now = time.monotonic()
-        recent = [t for t in times if now - t <= RATE_WINDOW_S]
-        if len(recent) < 2:
-            return 0.0
-        span = max(now - recent[0], 1.0)
-        return round(len(recent) * 60.0 / span, 2)
+        return moving_rate_per_min(self.finish_times.get(job_id, ()), time.monotonic(), RATE_WINDOW_S)
+
+
+def site_of(job: dict[str, Any]) -> str:
+    profile = job.get("profile")
+    return str(profile.get("name")) if isinstance(profile, dict) and profile.get("name") else str(job.get("site", ""))
+
+
+def reconcile_manifest(store: Store, job: dict[str, Any]) -> bool:
+    """Rewrite a job's manifest from the store when the two disagree; True when it was rewritten."""
+    out = Path(job["out"])
+    if not out.is_dir():
+        return False
+    try:
+        listed = {r.get("file") for r in outputs.read_manifest(out)}
+    except Exception as exc:
+        log.warning("manifest of job %s unreadable (%s); rewriting it", job["id"], exc)
+        listed = set()
+    done = [t for t in store.tasks_of(job["id"]) if t["state"] == TaskState.DONE.value]
+    if listed == {t["file"] for t in done}:
+        return False
+    done.sort(key=lambda t: (t["finished"] or 0, t["index"]))
+    outputs.rewrite_manifest(out, [manifest_record(t) for t in done])
+    log.info("manifest of job %s rewritten from the store (%d lines)", job["id"], len(done))
+    return True
 
 
 def manifest_record(task: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,20 @@ class Peer:
 
 
 Handler = Callable[[str, dict[str, Any], Peer], Awaitable[Any]]
+
+
+@dataclass
+class Stream:
+    """An op's result that is pushed as many frames: each item with "more": true, then a closing frame.
+
+    The server pulls the next item only once the previous frame has drained, so
+    a slow client holds back its producer instead of growing a buffer; the
+    producer conflates what it has (snapshots) while it waits.  The stream ends
+    when the iterator does (closing frame {"result": nil, "more": false}) or
+    when the client closes the connection, which is how a client stops it.
+    """
+
+    items: AsyncIterator[Any]
 
 
 def peer_of(sock: socket.socket) -> Peer:
@@ -169,8 +183,49 @@ class ControlServer:
         except Exception as exc:
             log.exception("op %r failed", op)
             reply = protocol.error_reply(msg_id, 1000, f"internal error in '{op}': {type(exc).__name__}: {exc}")
+        if isinstance(reply.get("result"), Stream):
+            return await self._stream(reader, writer, msg_id, reply["result"])
         await self._reply(writer, reply)
         return True
+
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, msg_id: int | None,
+                      stream: Stream) -> bool:
+        """Push a stream's items until it ends (True: serve the next request) or the client leaves (False).
+
+        No read deadline applies while the daemon pushes: the client is silent
+        by design.  Its liveness shows in the writes instead: a client that
+        stops reading makes drain() overrun read_timeout_s and is dropped.
+        """
+        gone = asyncio.ensure_future(reader.read(1))  # EOF (or any byte: the client broke the protocol)
+        items = stream.items
+        nxt: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(items))
+                await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
+                    await _cancel(nxt)
+                    log.debug("stream %s ended: the client left", msg_id)
+                    return False
+                try:
+                    item = nxt.result()
+                except StopAsyncIteration:
+                    await self._reply(writer, protocol.ok_reply(msg_id, None) | {"more": False})
+                    return True
+                except TabfleetError as exc:
+                    await self._reply(writer, protocol.error_reply(msg_id, exc.code, str(exc)))
+                    return True
+                except Exception as exc:
+                    log.exception("stream %s failed", msg_id)
+                    await self._reply(writer, protocol.error_reply(msg_id, 1000, f"internal error in a stream: {type(exc).__name__}: {exc}"))
+                    return True
+                await self._reply(writer, protocol.ok_reply(msg_id, item) | {"more": True})
+        finally:
+            await _cancel(gone)
+            if nxt is not None:
+                await _cancel(nxt)
+            if isinstance(items, AsyncGenerator):
+                await items.aclose()  # runs the producer's cleanup (e.g. unsubscribe) now, not at GC
 
     async def _reply(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
         try:
@@ -179,3 +234,15 @@ class ControlServer:
             frame = protocol.encode(protocol.error_reply(reply.get("id"), 1000, f"reply could not be encoded: {exc}"))
         writer.write(frame)
         await asyncio.wait_for(writer.drain(), self.config.read_timeout_s)
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel a helper future and wait for it, so nothing it holds outlives the stream."""
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, StopAsyncIteration, ConnectionError):
+        pass  # the ordinary ends of a stream's helpers
+    except Exception:
+        log.debug("a stream helper ended with an error after its stream", exc_info=True)

@@ -86,7 +86,7 @@ class Store:
         return self._read(self._new_job_id)
 
     def create_job(self, *, job_id: str, name: str, site: str, knobs: dict[str, str], out: str, prompts: list[str],
-                   max_workers: int, max_attempts: int, source: str) -> dict[str, Any]:
+                   max_workers: int, max_attempts: int, source: str, profile: dict[str, Any] | None = None) -> dict[str, Any]:
         """Queue a new job and all its tasks in one transaction."""
         now = time.time()
 
@@ -96,7 +96,7 @@ class Store:
             if txn.get(job_id.encode(), db=self.jobs) is not None:
                 raise ValueError(f"job id {job_id} is taken")
             job = {
-                "id": job_id, "seq": seq, "name": name or job_id, "site": site, "knobs": knobs,
+                "id": job_id, "seq": seq, "name": name or job_id, "site": site, "profile": profile, "knobs": knobs,
                 "out": out, "source": source, "state": JobState.ACTIVE.value, "total": len(prompts),
                 "counts": dict.fromkeys(BUCKETS, 0) | {"pending": len(prompts)},
                 "max_workers": max_workers, "created": now, "finished": None,
@@ -185,14 +185,30 @@ class Store:
 
         def txn_fn(txn: lmdb.Transaction) -> dict[str, Any] | None:
             key = self._next_key(txn, now, skip_jobs)
-            if key is None:
-                return None
-            task = _unpack(txn.get(key, db=self.tasks))
-            job = self._job(txn, task["job"])
-            task["attempts"] += 1
-            return self._move(txn, job, key, task, TaskState.RUNNING, worker=worker, started=now, finished=None)
+            return None if key is None else self._claim(txn, key, worker, now)
 
         return self._write(txn_fn)
+
+    def peek(self, now: float, skip_jobs: frozenset[str] = frozenset()) -> bytes | None:
+        """The key claim() would take next, without taking it."""
+        return self._read(lambda txn: self._next_key(txn, now, skip_jobs))
+
+    def claim_key(self, key: bytes, worker: int, now: float) -> dict[str, Any] | None:
+        """Take one given task if it is still queued."""
+
+        def txn_fn(txn: lmdb.Transaction) -> dict[str, Any] | None:
+            raw = txn.get(key, db=self.tasks)
+            if raw is None or _unpack(raw)["state"] not in (TaskState.PENDING.value, TaskState.RETRY_WAIT.value):
+                return None
+            return self._claim(txn, key, worker, now)
+
+        return self._write(txn_fn)
+
+    def _claim(self, txn: lmdb.Transaction, key: bytes, worker: int, now: float) -> dict[str, Any]:
+        task = _unpack(txn.get(key, db=self.tasks))
+        job = self._job(txn, task["job"])
+        task["attempts"] += 1  # counted before the attempt runs, so a crash cannot hide it
+        return self._move(txn, job, key, task, TaskState.RUNNING, worker=worker, started=now, finished=None)
 
     def _next_key(self, txn: lmdb.Transaction, now: float, skip_jobs: frozenset[str]) -> bytes | None:
         now_ms = int(now * 1000)
@@ -330,6 +346,40 @@ class Store:
 
     def recorded_browsers(self) -> dict[str, dict[str, Any]]:
         return _unpack(self._read(lambda txn: txn.get(b"browsers", db=self.meta)) or _pack({}))
+
+    # -- retention: the policy is in retention.py; these run it on the store thread --
+
+    def delete_jobs(self, job_ids: list[str]) -> int:
+        """Delete finished jobs and all their tasks in one transaction; returns the tasks deleted."""
+        finished = {JobState.DONE.value, JobState.FAILED.value, JobState.CANCELLED.value}
+
+        def txn_fn(txn: lmdb.Transaction) -> int:
+            deleted = 0
+            for job_id in job_ids:
+                raw = txn.get(job_id.encode(), db=self.jobs)
+                if raw is None or _unpack(raw)["state"] not in finished:
+                    continue  # gone already, or resumed since it was picked
+                prefix = f"{job_id}/".encode()
+                cur = txn.cursor(db=self.tasks)
+                if cur.set_range(prefix):
+                    while cur.key().startswith(prefix):
+                        deleted += 1
+                        if not cur.delete():  # delete() moves to the next record; False past the end
+                            break
+                txn.delete(job_id.encode(), db=self.jobs)
+            return deleted
+        return self._write(txn_fn)
+
+    def reader_check(self) -> int:
+        return self.env.reader_check()
+
+    def usage(self) -> dict[str, int]:
+        from .retention import usage
+        return usage(self)
+
+    def compact(self) -> dict[str, int]:
+        from .retention import compact
+        return compact(self)
 
 
 class AsyncStore:

@@ -4,6 +4,7 @@ Started by the fleet through a spawn context.  It talks to the daemon only
 through its Channel:
 
     daemon -> worker  {"t": "task", "key", "prompt", "path", "site", "url", "deadline_s"}
+                      {"t": "login", "url", "display", "args"}   open the profile headed until the person closes it
                       {"t": "stop"}
     worker -> daemon  {"t": "hello", "pid", "browser": {"pid", "pgid", "profile"}}
                       {"t": "hb", "rss_mb"}
@@ -32,6 +33,7 @@ import pyppeteer
 from .browser import Chromium
 from .channel import Channel
 from .config import Config
+from .display import VirtualDisplay
 from .errors import BrowserError, SiteError
 from .outputs import write_atomic
 from .sites import adapter_for
@@ -98,6 +100,11 @@ class Worker:
         self.page: Any = None
         self.adapter: SiteAdapter | None = None
         self.chan: Channel | None = None
+        self.browser_tasks = 0  # tasks on the current browser, for rotation
+        self.busy = False
+        self.browser_lock = asyncio.Lock()
+        self.rotations = 0
+        self.display = VirtualDisplay(config.state_dir / "xvfb" / f"worker-{wid}", config.state_dir / "logs" / f"xvfb-{wid}.log")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -121,7 +128,14 @@ class Worker:
                     log.info("the daemon has gone; stopping")
                     break
                 if msg.get("t") == "task":
-                    await self.chan.send(await self.run_task(msg))
+                    self.busy = True
+                    try:
+                        result = await self.run_task(msg)
+                    finally:
+                        self.busy = False
+                    await self.chan.send(result)
+                elif msg.get("t") == "login":
+                    await self.login(msg)
                 elif msg.get("t") == "stop":
                     break
         except asyncio.CancelledError:
@@ -130,6 +144,7 @@ class Worker:
             if heartbeat:
                 heartbeat.cancel()
             await self.stop_browser()
+            self.display.stop()
         return EXIT_OK
 
     async def start_browser(self) -> None:
@@ -144,8 +159,9 @@ class Worker:
             self.chromium.kill()
             raise BrowserError(f"cannot drive Chromium: {type(exc).__name__}: {exc}") from None
         self.adapter = None
+        self.browser_tasks = 0
         assert self.chan is not None
-        await self.chan.send({"t": "hello", "pid": os.getpid(), "browser": {
+        await self.chan.send({"t": "hello", "pid": os.getpid(), "rotations": self.rotations, "browser": {
             "pid": self.chromium.pid, "pgid": self.chromium.pid, "profile": str(self.chromium.profile)}})
 
     async def stop_browser(self) -> None:
@@ -158,9 +174,27 @@ class Worker:
         self.chromium.kill()
 
     async def recycle_browser(self) -> None:
-        log.info("recycling Chromium")
-        await self.stop_browser()
-        await self.start_browser()
+        async with self.browser_lock:  # the idle check in heartbeats() may want the same
+            log.info("recycling Chromium")
+            await self.stop_browser()
+            await self.start_browser()
+
+    async def rotate_if_due(self) -> None:
+        """A fresh browser every rotate_after_tasks tasks: Chromium's memory only grows over a long run."""
+        every = self.config.rotate_after_tasks
+        if every and self.browser_tasks >= every:
+            self.rotations += 1
+            log.info("rotating Chromium after %d tasks", self.browser_tasks)
+            await self.recycle_browser()
+
+    async def clear_cache(self) -> None:
+        """Drop the page's HTTP cache between tasks; cookies, and so the login, stay."""
+        if self.page is None:
+            return
+        try:
+            await asyncio.wait_for(self.page._client.send("Network.clearBrowserCache"), 2)
+        except Exception as exc:  # a cache that was not cleared costs memory, not correctness
+            log.debug("could not clear the cache: %s", exc)
 
     async def heartbeats(self) -> None:
         assert self.chan is not None
@@ -171,6 +205,11 @@ class Worker:
             if now - measured > 5:
                 last_rss, measured = tree_memory_mb(os.getpid()), now
             await self.chan.send({"t": "hb", "rss_mb": last_rss})
+            if (not self.busy and not self.browser_lock.locked() and self.chromium.proc is not None
+                    and self.chromium.proc.poll() is not None):
+                # Chromium died between tasks: replace it now, not when the next task finds it dead.
+                log.warning("Chromium exited (%s) while idle; starting a new one", self.chromium.proc.returncode)
+                await self.recycle_quietly()
             await asyncio.sleep(self.config.heartbeat_interval_s)
 
     async def run_task(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -182,10 +221,13 @@ class Worker:
             if path.exists():
                 data, adopted = path.read_bytes(), True
             else:
+                await self.rotate_if_due()
                 data, adopted = await self.generate(msg, deadline), False
                 write_atomic(path, data)
+                self.browser_tasks += 1
+                await self.clear_cache()
         except SiteError as exc:
-            if exc.kind == TIMEOUT:
+            if exc.kind in (TIMEOUT, CRASH):
                 await self.recycle_quietly()
             return reply | {"ok": False, "error": str(exc), "kind": exc.kind, "wait_s": exc.wait_s, "finished": time.time()}
         except Exception as exc:  # a dead browser surfaces as many pyppeteer/websockets types
@@ -203,18 +245,100 @@ class Worker:
             raise SystemExit(EXIT_BROWSER) from None
 
     async def generate(self, msg: dict[str, Any], deadline: float) -> bytes:
-        if self.page is None:
-            await self.start_browser()
-        url = msg["url"]
-        if self.adapter is None or self.adapter.name != msg["site"] or self.adapter.opened_url != url:
-            self.adapter = adapter_for(msg["site"])
-            await self.adapter.open(self.page, url, min(self.config.cdp_timeout_s, max(1.0, deadline - time.monotonic())))
-        remaining = deadline - time.monotonic()
-        try:
-            data = await asyncio.wait_for(
-                self.adapter.generate(self.page, msg["prompt"], deadline, self.config.cdp_timeout_s), remaining + 2)
-        except asyncio.TimeoutError:
-            raise SiteError(f"no image within the task deadline of {msg['deadline_s']:.0f} s", TIMEOUT) from None
+        """Open the site if needed and run one prompt, racing the deadline and Chromium's death."""
+        adapter = adapter_for(msg["site"], self.adapter, self.config.state_dir / "snapshots" / f"worker-{self.wid}", self.wid)
+        async with self.browser_lock:  # an idle-time browser restart may still be under way
+            await self.use_site_browser(adapter)
+            if self.page is None:
+                await self.start_browser()
+                adapter.opened_url = None
+        self.adapter = adapter
+        data = await self.guarded(self._generate(msg, deadline), deadline - time.monotonic() + 2, msg["deadline_s"])
         if not data.startswith(IMAGE_MAGIC):
             raise SiteError(f"the site returned {len(data)} bytes that are not an image", "transient")
         return data
+
+    async def _generate(self, msg: dict[str, Any], deadline: float) -> bytes:
+        url = msg["url"]
+        adapter = self.adapter
+        assert adapter is not None
+        if adapter.opened_url != url:
+            await adapter.open(self.page, url, min(self.config.cdp_timeout_s, max(1.0, deadline - time.monotonic())))
+        return await adapter.generate(self.page, msg["prompt"], deadline, self.config.cdp_timeout_s)
+
+    async def use_site_browser(self, adapter: SiteAdapter) -> None:
+        """Restart Chromium when the site needs another mode: headed (on DISPLAY, else our own Xvfb) or other arguments.
+
+        Outside the deadline race: guarded() watches the Chromium that runs the task, not one replaced here.
+        """
+        headless = self.config.headless and adapter.headless_allowed
+        args = (*self.config.chromium_args, *adapter.browser_args)
+        if not headless:
+            try:
+                display = self.config.display or await self.display.start()
+            except BrowserError as exc:
+                raise SiteError(f"site '{adapter.name}' needs a headed browser: {exc}", "permanent") from None
+            args = (*args, f"--display={display}")
+        if self.page is not None and (headless, args) == (self.chromium.headless, self.chromium.extra_args):
+            return
+        log.info("starting Chromium %s for site %s", "headless" if headless else f"headed on {args[-1][10:]}", adapter.name)
+        await self.stop_browser()
+        previous, adapter.opened_url = self.chromium, None
+        self.chromium = Chromium(previous.executable, previous.profile, previous.log_path, headless=headless, extra_args=args)
+        try:
+            await self.start_browser()
+        except BrowserError as exc:
+            self.chromium = previous
+            await self.start_browser()
+            raise SiteError(f"cannot start Chromium for site '{adapter.name}': {exc}", "permanent") from None
+
+    async def login(self, msg: dict[str, Any]) -> None:
+        """Show this worker's browser profile on the person's display until they close the window.
+
+        One profile per worker means one signed-in account per worker; the sign-in stays in the profile.
+        The worker's own Chromium is stopped meanwhile (the profile allows one browser), then started
+        again; its hello puts the worker back to work.
+        """
+        await self.stop_browser()
+        timeout = self.config.browser_start_timeout_s
+        args = (*self.config.chromium_args, *msg.get("args", ()), f"--display={msg['display']}")
+        chromium = Chromium(self.chromium.executable, self.chromium.profile, self.chromium.log_path,
+                            headless=False, extra_args=args)
+        try:
+            ws = await chromium.start(timeout)
+            try:
+                browser = await asyncio.wait_for(pyppeteer.connect(browserWSEndpoint=ws, defaultViewport=None), timeout)
+                pages = await asyncio.wait_for(browser.pages(), timeout)
+                page = pages[0] if pages else await asyncio.wait_for(browser.newPage(), timeout)
+                await asyncio.wait_for(page.goto(msg["url"], {"waitUntil": "domcontentloaded"}), timeout)
+                await asyncio.wait_for(browser.disconnect(), timeout)
+            except Exception as exc:  # the window is open all the same; the person can type the address
+                log.warning("login: could not load %s: %s", msg["url"], exc)
+            log.info("login: a browser window is open on display %s; waiting for it to be closed", msg["display"])
+            await asyncio.wait_for(chromium.wait_exit(), float(msg.get("timeout_s") or 1800))
+            log.info("login: the window was closed")
+        except asyncio.TimeoutError:
+            log.warning("login: the window was left open too long; closing it")
+        except BrowserError as exc:
+            log.error("login: cannot open a browser window on display %s: %s", msg["display"], exc)
+        finally:
+            chromium.kill()
+        await self.start_browser()
+
+    async def guarded(self, work: Any, timeout: float, deadline_s: float) -> bytes:
+        """Await `work`, but give up at the deadline or as soon as Chromium dies."""
+        job = asyncio.ensure_future(work)
+        death = asyncio.ensure_future(self.chromium.wait_exit())
+        try:
+            done, _ = await asyncio.wait({job, death}, timeout=max(0.1, timeout), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (job, death):
+                if not fut.done():
+                    fut.cancel()
+                    # A cancelled CDP call may still end in an error; it has nobody left to hear it.
+                    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if job in done:
+            return job.result()
+        if death in done:
+            raise SiteError(f"Chromium died during the task (exit code {death.result()})", CRASH)
+        raise SiteError(f"no image within the task deadline of {deadline_s:.0f} s", TIMEOUT)

@@ -16,75 +16,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
+from benchlib import BenchDaemon, pct
 
-from tabfleetctl.client import Client, DaemonNotRunning
-
-
-class BenchDaemon:
-    def __init__(self, workers: int) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="tf-bench-"))
-        self.socket = self.root / "s.sock"
-        self.work = self.root / "work"
-        self.work.mkdir()
-        self.workers = workers
-        self.log = open(self.root / "daemon.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tabfleetd", "--socket", str(self.socket), "--state-dir",
-                                      str(self.root / "state"), "--workers", str(workers), "--log-level", "warning"],
-                                     stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.call("ping")
-                break
-            except DaemonNotRunning:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit(f"tabfleetd did not start; see {self.root / 'daemon.log'}") from None
-                time.sleep(0.1)
-        while sum(w["state"] == "idle" for w in self.call("workers")["workers"]) < workers:
-            time.sleep(0.1)
-
-    def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
-        with Client(self.socket, 120) as client:
-            return client.call(op, args)
-
-    def submit(self, prompts: list[str], **knobs: Any) -> str:
-        return self.call("submit", {"filename": "bench.txt", "data": "\n".join(prompts).encode(), "cwd": str(self.work),
-                                    "knobs": {k: str(v) for k, v in knobs.items()}})["job"]
-
-    def wait(self, job: str) -> dict[str, Any]:
-        while True:
-            status = self.call("status", {"job": job})["jobs"][0]
-            if status["state"] in ("done", "failed", "cancelled"):
-                return status
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        try:
-            self.call("shutdown")
-            self.proc.wait(60)
-        except Exception:
-            self.proc.kill()
-        self.log.close()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+from tabfleetctl.client import Client
 
 
 def throughput(workers: int, latency: float, per_worker: int) -> dict[str, Any]:
-    daemon = BenchDaemon(workers)
+    daemon = BenchDaemon(workers, {"stagger_s": 0.0})
+    daemon.start(wait_idle=True)
     try:
         # A warm-up prompt per worker opens the site on every page, as in a long run.
         daemon.wait(daemon.submit([f"warm {i}" for i in range(workers)], latency=latency))
@@ -120,6 +64,7 @@ def throughput(workers: int, latency: float, per_worker: int) -> dict[str, Any]:
 
 def status_latency(tasks: int, calls: int) -> dict[str, Any]:
     daemon = BenchDaemon(1)
+    daemon.start()
     try:
         started = time.monotonic()
         job = daemon.submit([f"queued prompt {i}" for i in range(tasks)], latency=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -43,7 +44,9 @@ class Daemon:
         self.log = root / "daemon.log"
         self.workers = workers
         self.config_path = root / "tabfleetd.toml"
-        lines = [f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}" for k, v in (config or {}).items()]
+        # Workers start together in tests (the 2 s production stagger has a test of its own).
+        config = {"stagger_s": 0.0} | (config or {})
+        lines = [f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}" for k, v in config.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -78,6 +81,22 @@ class Daemon:
         if check:
             assert result.returncode == 0, f"tabfleetctl {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
         return result
+
+    def submit(self, prompts: list[str], *knobs: str) -> str:
+        """Submit prompts (with KEY=VALUE site knobs) through tabfleetctl; return the job id."""
+        (self.work / "p.txt").write_text("\n".join(prompts) + "\n")
+        args = ["submit", "p.txt", "--json"] + [a for k in knobs for a in ("--knob", k)]
+        return json.loads(self.ctl(*args, check=True).stdout)["job"]
+
+    def wait_for(self, predicate: Any, timeout: float, what: str) -> Any:
+        """Poll until predicate() is truthy and return it; fail with the daemon's log after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_text()}")
 
     def wait_job(self, job: str, timeout: float = 120) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -20,10 +20,6 @@ from tabfleetd.outputs import output_name
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-def submit(daemon: Any, prompts: list[str], *knobs: str) -> str:
-    (daemon.work / "p.txt").write_text("\n".join(prompts) + "\n")
-    args = ["submit", "p.txt", "--json"] + [a for k in knobs for a in ("--knob", k)]
-    return json.loads(daemon.ctl(*args, check=True).stdout)["job"]
 
 
 def assert_images(daemon: Any, job: str, prompts: list[str]) -> None:
@@ -34,14 +30,6 @@ def assert_images(daemon: Any, job: str, prompts: list[str]) -> None:
     assert sorted(json.loads(line)["index"] for line in manifest) == list(range(1, len(prompts) + 1))
 
 
-def wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_second_daemon_on_same_state_dir_refuses(make_daemon: Any) -> None:
@@ -85,8 +73,8 @@ def test_killed_worker_is_restarted_and_its_task_retried(daemon: Any) -> None:
     """kill -9 of a busy worker: it is restarted, its Chromium ends, and the batch still finishes with every image."""
     prompts = [f"kill test prompt {i}" for i in range(8)]
     daemon.wait_workers_idle(2)
-    job = submit(daemon, prompts, "latency=1.5")
-    busy = wait_for(lambda: [w for w in daemon.call("workers")["workers"] if w["state"] == "busy"], 20, "a busy worker")[0]
+    job = daemon.submit(prompts, "latency=1.5")
+    busy = daemon.wait_for(lambda: [w for w in daemon.call("workers")["workers"] if w["state"] == "busy"], 20, "a busy worker")[0]
     victim = psutil.Process(busy["pid"])
     browsers = [p for p in victim.children(recursive=True) if "chromium" in p.name()]
     assert browsers, "the worker should own a Chromium"
@@ -104,8 +92,8 @@ def test_sigterm_mid_batch_then_restart_finishes(make_daemon: Any) -> None:
     """SIGTERM mid-batch exits 0 and leaves no Chromium; a new daemon carries the job on to the end."""
     daemon = make_daemon(config={"grace_s": 0.5})
     prompts = [f"restart prompt {i}" for i in range(12)]
-    job = submit(daemon, prompts, "latency=1")
-    wait_for(lambda: daemon.call("status", {"job": job})["jobs"][0]["done"] >= 2, 60, "two images")
+    job = daemon.submit(prompts, "latency=1")
+    daemon.wait_for(lambda: daemon.call("status", {"job": job})["jobs"][0]["done"] >= 2, 60, "two images")
     assert daemon.stop() == 0
     assert not daemon.leftovers(), "Chromium outlived a stopped daemon"
     daemon.start()
@@ -118,13 +106,13 @@ def test_kill9_daemon_then_restart_resumes(make_daemon: Any) -> None:
     """kill -9 of the daemon mid-batch: its workers and Chromium go, and a restart finishes the job."""
     daemon = make_daemon()
     prompts = [f"crash prompt {i}" for i in range(12)]
-    job = submit(daemon, prompts, "latency=1")
-    wait_for(lambda: daemon.call("status", {"job": job})["jobs"][0]["done"] >= 2, 60, "two images")
+    job = daemon.submit(prompts, "latency=1")
+    daemon.wait_for(lambda: daemon.call("status", {"job": job})["jobs"][0]["done"] >= 2, 60, "two images")
     daemon.kill9()
     assert not daemon.leftovers(wait=15), "workers or Chromium outlived a killed daemon"
     started = time.monotonic()
     daemon.start()
-    wait_for(lambda: daemon.call("status", {"job": job})["jobs"][0]["running"] > 0, 30, "work to resume")
+    daemon.wait_for(lambda: daemon.call("status", {"job": job})["jobs"][0]["running"] > 0, 30, "work to resume")
     resumed_in = time.monotonic() - started
     status = daemon.wait_job(job)
     assert status["done"] == len(prompts)
@@ -135,7 +123,7 @@ def test_kill9_daemon_then_restart_resumes(make_daemon: Any) -> None:
 def test_pause_resume_cancel(daemon: Any) -> None:
     """pause stops new tasks, resume finishes the job, and cancel ends the rest of another job."""
     prompts = [f"pause prompt {i}" for i in range(10)]
-    job = submit(daemon, prompts, "latency=0.5")
+    job = daemon.submit(prompts, "latency=0.5")
     assert "paused" in daemon.ctl("pause", job, check=True).stdout
     time.sleep(1.5)  # the tasks already running finish
     before = daemon.call("status", {"job": job})["jobs"][0]
@@ -145,7 +133,7 @@ def test_pause_resume_cancel(daemon: Any) -> None:
     daemon.ctl("resume", job, check=True)
     assert daemon.wait_job(job)["done"] == len(prompts)
     assert_images(daemon, job, prompts)
-    other = submit(daemon, [f"cancel prompt {i}" for i in range(20)], "latency=0.5")
+    other = daemon.submit([f"cancel prompt {i}" for i in range(20)], "latency=0.5")
     result = daemon.ctl("cancel", other, check=True)
     assert "cancelled" in result.stdout
     status = daemon.wait_job(other, timeout=30)

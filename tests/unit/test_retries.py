@@ -80,10 +80,38 @@ def test_permanent_is_never_retried(attempts: int) -> None:
 def test_out_of_budget_fails(attempts: int, budget: int) -> None:
     """A task whose attempts have reached its budget fails instead of retrying."""
     policy = RetryPolicy(base_s=2.0, cap_s=30.0, rng=random.Random(1))
-    for kind in ("transient", "rate_limit", "timeout", "crash", "auth"):
+    for kind in ("transient", "timeout", "crash", "something-unknown"):
         decision = policy.decide(_task(attempts=attempts, budget=budget), kind, 3.0, NOW)
         assert decision.state is TaskState.FAILED
-        assert decision.ready_at is None
+        assert decision.ready_at is None and not decision.refund
+
+
+@pytest.mark.parametrize("kind", ["rate_limit", "auth", "challenge"])
+def test_site_side_failures_never_burn_the_budget(kind: str) -> None:
+    """Rate limits, logouts and challenges refund the attempt, even for a task at the end of its budget."""
+    policy = RetryPolicy(base_s=2.0, cap_s=30.0, rng=random.Random(1))
+    decision = policy.decide(_task(attempts=5, budget=5), kind, 3.0, NOW)
+    assert decision.state is not TaskState.FAILED and decision.refund
+
+
+@pytest.mark.parametrize("kind", ["auth", "challenge"])
+def test_auth_and_challenge_block_the_worker_and_requeue_at_once(kind: str) -> None:
+    """A logged-out or challenged worker stops taking tasks; its task is pending again at once for another worker."""
+    decision = RetryPolicy(base_s=2.0, cap_s=30.0).decide(_task(attempts=1), kind, None, NOW)
+    assert decision.state is TaskState.PENDING and decision.block_worker and decision.ready_at is None
+
+
+@pytest.mark.parametrize("kind", ["transient", "timeout", "crash", "permanent", "rate_limit"])
+def test_other_classes_leave_the_worker_working(kind: str) -> None:
+    """Only auth and challenge failures take a worker out of service."""
+    assert not RetryPolicy(base_s=2.0, cap_s=30.0).decide(_task(attempts=1), kind, None, NOW).block_worker
+
+
+def test_rate_limit_without_a_stated_wait_backs_off() -> None:
+    """A rate limit that states no wait retries after the jittered backoff of its attempt."""
+    policy = RetryPolicy(base_s=2.0, cap_s=30.0, rng=random.Random(4))
+    decision = policy.decide(_task(attempts=3), "rate_limit", None, NOW)
+    assert decision.state is TaskState.RETRY_WAIT and NOW <= decision.ready_at <= NOW + 8.0
 
 
 def test_last_attempt_within_budget_still_retries() -> None:

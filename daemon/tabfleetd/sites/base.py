@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import base64
+import datetime
 import re
 from abc import ABC, abstractmethod
 from typing import Any
+
+from pyppeteer.errors import ElementHandleError
+from pyppeteer.helper import getExceptionMessage
 
 from ..errors import SiteError
 
 # Failure classes an adapter may decide; the scheduler's policies key on them.
 TRANSIENT, RATE_LIMIT, PERMANENT, AUTH, TIMEOUT, CRASH = "transient", "rate_limit", "permanent", "auth", "timeout", "crash"
+CHALLENGE = "challenge"  # a bot check (e.g. Cloudflare's "Just a moment..."): a person must look
 
 _WAIT = re.compile(r"(?:try again|wait)\D{0,20}?(\d+(?:\.\d+)?)\s*(second|sec|s\b|minute|min|hour|h\b)", re.I)
 _UNIT_S = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -26,10 +30,70 @@ def stated_wait(message: str) -> float | None:
     return float(match.group(1)) * _UNIT_S.get(unit, 1)
 
 
-async def evaluate(page: Any, script: str, *args: Any, timeout: float) -> Any:
-    """page.evaluate with a deadline (a locked renderer never answers)."""
+_CLOCK = re.compile(r"(\d{1,2})(?::(\d{2}))?\s*(?:([ap])\.?\s*m\.?)?", re.I)
+
+
+def unit_seconds(unit: str) -> float:
+    """Seconds in a unit as sites write it: s, sec, seconds, m, min, minutes, h, hr, hours, d, days."""
+    unit = unit.strip().lower()
+    if unit.startswith("d"):
+        return 86400.0
+    if unit.startswith("h"):
+        return 3600.0
+    if unit.startswith("m"):
+        return 60.0
+    return 1.0
+
+
+def until_clock(text: str, now: datetime.datetime) -> float | None:
+    """Seconds from `now` (local time) until a clock time such as "4:17 PM" or "16:17" next comes round."""
+    match = _CLOCK.search(text)
+    if not match:
+        return None
+    hour, minute = int(match.group(1)), int(match.group(2) or 0)
+    if match.group(3):
+        hour = hour % 12 + (12 if match.group(3).lower() == "p" else 0)
+    if hour > 23 or minute > 59:
+        return None
+    target = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if target <= now:
+        target += datetime.timedelta(days=1)
+    return (target - now).total_seconds()
+
+
+def captured_wait(groups: dict[str, Any], default_unit: str, fallback_s: float | None, message: str,
+                  now: datetime.datetime | None = None) -> float | None:
+    """The wait a matched message states: a `clock` capture, else `wait` in `unit`, else the fallback."""
+    if groups.get("clock"):
+        wait = until_clock(str(groups["clock"]), now or datetime.datetime.now())
+        if wait is not None:
+            return wait
+    if groups.get("wait"):
+        try:
+            return float(groups["wait"]) * unit_seconds(str(groups.get("unit") or default_unit))
+        except ValueError:
+            pass
+    return fallback_s if fallback_s is not None else stated_wait(message)
+
+
+async def call(page: Any, script: str, *args: Any, timeout: float) -> Any:
+    """Run a page function and return its JSON value in one CDP round trip, with a deadline.
+
+    pyppeteer's page.evaluate takes three (call, fetch the value, release the handle); a prompt's
+    cost is counted in round trips, so the page's scripts go through here.
+    """
+    async def once() -> Any:
+        context = await page.mainFrame.executionContext()
+        reply = await page._client.send("Runtime.callFunctionOn", {
+            "functionDeclaration": script, "executionContextId": context._contextId,
+            "arguments": [{"value": arg} for arg in args],
+            "returnByValue": True, "awaitPromise": True, "userGesture": True})
+        if reply.get("exceptionDetails"):
+            raise ElementHandleError(f"Evaluation failed: {getExceptionMessage(reply['exceptionDetails'])}")
+        return reply.get("result", {}).get("value")
+
     try:
-        return await asyncio.wait_for(page.evaluate(script, *args), timeout)
+        return await asyncio.wait_for(once(), timeout)
     except asyncio.TimeoutError:
         raise SiteError(f"the page did not answer within {timeout:.0f} s", TIMEOUT) from None
 
@@ -42,14 +106,12 @@ async def cdp(page: Any, method: str, params: dict[str, Any], timeout: float) ->
         raise SiteError(f"CDP {method} did not answer within {timeout:.0f} s", TIMEOUT) from None
 
 
-def decode_image(payload: dict[str, Any]) -> bytes:
-    return base64.b64decode(payload["b64"])
-
-
 class SiteAdapter(ABC):
     """Drives one web UI: open it once, then turn prompts into image bytes."""
 
     name: str = ""
+    headless_allowed: bool = True  # False: the worker runs a headed Chromium for this site
+    browser_args: tuple[str, ...] = ()  # extra Chromium arguments this site needs
 
     def __init__(self) -> None:
         self.opened_url: str | None = None

@@ -1,0 +1,30 @@
+"""A job's export: every task with its outcome, file and attempts, in pages for a stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+PAGE = 500  # tasks per frame: a 3000-task job with long prompts stays far below the frame limit
+
+# The columns, in order; tabfleetctl writes CSV headers from this order.
+FIELDS = ("index", "prompt", "state", "attempts", "file", "path", "sha256", "bytes", "error_kind", "error",
+          "worker", "started", "finished")
+
+
+def export_row(job: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    """One task as an export row; `path` is absolute and only set for a task that has a file."""
+    row = {k: task.get(k) for k in FIELDS if k != "path"}
+    row["path"] = str(Path(job["out"]) / task["file"]) if task.get("file") else None
+    return {k: row[k] for k in FIELDS}
+
+
+async def pages(job: dict[str, Any], tasks: list[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
+    """The job's tasks in index order, PAGE at a time, each page naming the job and the columns."""
+    tasks = sorted(tasks, key=lambda t: t["index"])
+    head = {"job": job["id"], "name": job["name"], "state": job["state"], "total": job["total"], "fields": list(FIELDS)}
+    for start in range(0, len(tasks), PAGE):
+        yield head | {"tasks": [export_row(job, t) for t in tasks[start:start + PAGE]]}
+    if not tasks:
+        yield head | {"tasks": []}

@@ -1,0 +1,383 @@
+"""Site profiles: TOML files that tell a worker how to drive one prompt→image web UI.
+
+Standard library only, so the daemon can check a profile at submit (and for
+``tabfleetctl sites check``) without a browser. A checked profile is a plain
+dict with every default filled in. It is stored on the job, so editing the
+file later never changes a job that is already queued, and the daemon never
+reads the user's files: the client sends the profile's text.
+
+Built-in profiles live next to the site adapter, in ``sites/*.toml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+import string
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from .errors import BadArgs, ProfileError
+
+BUILTIN_DIR = Path(__file__).parent / "sites"
+CLASSES = ("transient", "rate_limit", "permanent", "auth", "challenge")
+PLACEHOLDERS = ("demo", "job")
+MAX_TEXT = 64 * 1024
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_KEY_PART = re.compile(r"[A-Za-z0-9]+")
+_MODIFIERS = {"Control", "Shift", "Alt", "Meta"}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One profile key: its kind, default and meaning (the README's profile table follows these)."""
+
+    kind: str
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    least: float = 0.0
+    required: bool = False
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "": {
+        "name": Key("name", None, "the profile's name, shown in status and used for pacing (default: the file's name)"),
+        "description": Key("str", "", "one line shown by `tabfleetctl sites`"),
+        "start_url": Key("url", None, "the page prompts are typed into; `{demo}` is the bundled demo site, `{job}` the job id",
+                         required=True),
+        "knobs": Key("names", [], "`--knob K=V` names this site accepts; they are added to the start URL's query string"),
+    },
+    "conversation": {
+        "new": Key("choice", "navigate", "how each prompt gets a fresh conversation: `navigate` (load the start URL), "
+                   "`click` (click `selector`) or `keep` (one conversation for all prompts)",
+                   choices=("navigate", "click", "keep")),
+        "selector": Key("selector", "", "with `new = \"click\"`: the new-conversation button"),
+        "ready": Key("selectors", [], "the page counts as loaded once one of these is visible (default: the input selectors)"),
+    },
+    "input": {
+        "selectors": Key("selectors", None, "the prompt box; the first visible match wins, so list fallbacks in order",
+                         required=True),
+        "method": Key("choice", "insert_text", "`insert_text` (CDP Input.insertText, one call, works on contenteditable "
+                      "editors such as ProseMirror) or `keys` (real keystrokes)", choices=("insert_text", "keys")),
+        "key_delay_ms": Key("float", 0.0, "with `method = \"keys\"`: pause between keystrokes"),
+        "clear": Key("bool", True, "empty the box before typing (select all + delete, falling back to Ctrl+A, Backspace)"),
+    },
+    "submit": {
+        "selectors": Key("selectors", [], "the send button; the first visible, enabled match is clicked"),
+        "key": Key("key", "Enter", "pressed in the box when no send button matches or the click did not send "
+                   "(e.g. `Enter`, `Control+Enter`; empty: never)"),
+        "confirm": Key("choices", ["composer_empty"], "checks that the prompt was really sent: `composer_empty`, `user_turn`",
+                       choices=("composer_empty", "user_turn")),
+        "user_turn": Key("selector", "", "with confirm `user_turn`: one element per prompt sent; a new one must appear"),
+    },
+    "busy": {
+        "selectors": Key("selectors", [], "the site is still working while one of these is visible (stop button, spinner)"),
+        "settle_s": Key("float", 2.0, "busy must stay gone this long before the answer counts as finished (busy signals flicker)"),
+    },
+    "result": {
+        "scope": Key("selector", "body", "result images are looked for inside this element only"),
+        "selector": Key("selector", None, "a result image (an img element)", required=True),
+        "answer": Key("selector", "", "the site's reply to a prompt; its text is matched by `where = \"answer\"` messages, "
+                      "and a finished reply without an image ends the wait"),
+        "count": Key("int", 1, "images the site makes per prompt; the first is saved, the rest are waited for so that "
+                     "a late one is never taken for the next prompt's", least=1),
+        "dedupe": Key("regex", "", "applied to an image's src; the first group (or the match) is the image's identity, "
+                      "so copies of one image count once (default: the whole src)"),
+        "stable_s": Key("float", 1.0, "the new images (and their src) must stay unchanged this long"),
+        "grace_s": Key("float", 5.0, "with fewer images than `count`, or a reply without any: how long to wait for more "
+                       "after the page went quiet"),
+        "min_px": Key("int", 0, "ignore images narrower or lower than this (avatars, thumbnails)"),
+    },
+    "download": {
+        "method": Key("choice", "fetch", "`fetch`: in-page fetch with the page's cookies (http(s), data: and blob: URLs; "
+                      "a canvas copy as last resort) or `response`: the body of the network response the browser got "
+                      "for the image (for cross-origin images)", choices=("fetch", "response")),
+    },
+    "login": {
+        "urls": Key("regexes", [], "a page URL matching one of these is a login page: the worker is signed out (auth)"),
+        "selectors": Key("selectors", [], "a visible match means signed out (e.g. a log-in button)"),
+        "probe_url": Key("str", "", "fetched in the page with its cookies when the site is opened"),
+        "probe_pattern": Key("regex", "", "the probe's response must match this, else the worker is signed out"),
+    },
+    "timeouts": {
+        "load_s": Key("float", 30.0, "for the start page to load and show its input (or ready) selector", least=0.1),
+        "sent_s": Key("float", 5.0, "for the send button to appear and for the send to be confirmed", least=0.1),
+        "answer_s": Key("float", 0.0, "for the answer (0: until the task deadline)"),
+    },
+    "pacing": {
+        "pause_s": Key("float", 0.0, "pause between two prompts on one worker"),
+        "jitter_s": Key("float", 0.0, "± random seconds added to the pause"),
+    },
+    "browser": {
+        "headless": Key("bool", True, "whether the site works in headless Chromium; false runs a headed Chromium on "
+                        "DISPLAY, or on the worker's own Xvfb"),
+        "args": Key("strs", [], "extra Chromium arguments for this site"),
+    },
+}
+
+MESSAGE: dict[str, Key] = {
+    "pattern": Key("regex", None, "a regular expression (JavaScript syntax, case-insensitive); named groups `wait` "
+                   "with `unit`, or `clock`, capture a stated wait", required=True),
+    "class": Key("choice", None, "the failure class: " + ", ".join(CLASSES), choices=CLASSES, required=True),
+    "where": Key("choice", "page", "what is searched: `answer` (the new reply's text), `page` (text that appeared after "
+                 "sending), `title` or `url`", choices=("answer", "page", "title", "url")),
+    "wait_unit": Key("choice", "seconds", "the unit of a `wait` capture when there is no `unit` capture",
+                     choices=("seconds", "minutes", "hours")),
+    "wait_s": Key("float", None, "the wait when nothing is captured (rate_limit)"),
+    "reload": Key("bool", False, "reload the page before the next prompt"),
+}
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def builtin_text(name: str) -> str:
+    if name not in builtin_names():
+        raise BadArgs(f"unknown site '{name}' (built-in: {', '.join(builtin_names())}; "
+                      "or give a profile file: --site path/to/site.toml)")
+    return (BUILTIN_DIR / f"{name}.toml").read_text(encoding="utf-8")
+
+
+def builtin(name: str) -> dict[str, Any]:
+    return parse(builtin_text(name), f"{name}.toml")
+
+
+def resolve(site: str, text: str | None = None, filename: str | None = None) -> dict[str, Any]:
+    """A checked profile: the built-in one named `site`, or the one in `text` (a file the client read)."""
+    if text is None:
+        return builtin(site)
+    return parse(text, filename or f"{site}.toml")
+
+
+def parse(text: str, source: str) -> dict[str, Any]:
+    """Parse and check profile TOML; ProfileError lists every problem, each naming its key."""
+    if len(text) > MAX_TEXT:
+        raise ProfileError(source, [f"the file is over {MAX_TEXT // 1024} KiB; a profile is a few dozen lines"])
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(source, [f"not valid TOML: {exc}"]) from None
+    stem = Path(source).stem
+    return normalize(raw, source, default_name=stem if _NAME.fullmatch(stem) else "site")
+
+
+def normalize(raw: dict[str, Any], source: str = "profile", default_name: str = "site") -> dict[str, Any]:
+    """Check a raw profile table and fill in defaults; idempotent on its own output."""
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    known = set(SCHEMA[""]) | {s for s in SCHEMA if s} | {"messages"}
+    for name in raw:
+        if name not in known:
+            problems.append(_unknown(name, known))
+    for section, keys in SCHEMA.items():
+        table = raw if not section else raw.get(section, {})
+        if not isinstance(table, dict):
+            problems.append(f"key '{section}' must be a table ([{section}])")
+            table = {}
+        values = _table(section, keys, table, problems, top=not section)
+        if section:
+            out[section] = values
+        else:
+            out.update(values)
+    messages = raw.get("messages", [])
+    out["messages"] = []
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        problems.append("key 'messages' must be an array of tables ([[messages]])")
+    else:
+        for i, entry in enumerate(messages):
+            out["messages"].append(_table(f"messages[{i}]", MESSAGE, entry, problems))
+    if out.get("name") is None:
+        out["name"] = default_name
+    _cross_checks(out, problems)
+    if problems:
+        raise ProfileError(source, problems)
+    return out
+
+
+def _table(section: str, keys: dict[str, Key], table: dict[str, Any], problems: list[str], top: bool = False) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, key in keys.items():
+        path = f"{section}.{name}" if section else name
+        if name in table and table[name] is None and key.default is None and not key.required:
+            values[name] = None  # an optional key without a value, as normalize() itself writes it
+        elif name in table:
+            problem = _problem(key, table[name])
+            if problem:
+                problems.append(f"key '{path}' {problem}")
+            values[name] = table[name] if not problem else copy.deepcopy(key.default)
+        elif key.required:
+            problems.append(f"key '{path}' is missing: {key.doc}")
+        else:
+            values[name] = copy.deepcopy(key.default)
+    if not top:
+        for name in table:
+            if name not in keys:
+                problems.append(_unknown(f"{section}.{name}", {f"{section}.{k}" for k in keys}))
+    return values
+
+
+def _unknown(path: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(path, sorted(known), n=1)
+    return f"unknown key '{path}'" + (f" (did you mean '{close[0]}'?)" if close else "")
+
+
+def _problem(key: Key, value: Any) -> str | None:
+    """Why `value` is wrong for `key`, or None."""
+    kind = key.kind
+    if kind == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if kind in ("float", "int"):
+        if isinstance(value, bool) or not isinstance(value, int if kind == "int" else (int, float)):
+            return "must be an integer" if kind == "int" else "must be a number"
+        if math.isnan(value) or value < key.least:  # TOML can spell nan
+            return f"must be at least {key.least:g}, not {value}"
+        return None
+    if kind in ("selectors", "strs", "names", "choices", "regexes"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return "must be a list of strings"
+        single = {"selectors": "selector", "names": "name", "choices": "choice", "regexes": "regex"}.get(kind)
+        for i, item in enumerate(value):
+            problem = _problem(Key(single, None, "", key.choices), item) if single else None
+            if problem:
+                return f"item {i + 1} ({item!r}) {problem}"
+        return None
+    if not isinstance(value, str):
+        return "must be a string"
+    if kind == "choice":
+        return None if value in key.choices else f"must be one of {', '.join(key.choices)}, not {value!r}"
+    if kind == "name":
+        return None if _NAME.fullmatch(value) else "must be letters, digits, '.', '_' or '-' (up to 64)"
+    if kind == "selector":
+        return selector_problem(value) if value else None
+    if kind == "regex":
+        return regex_problem(value) if value else None
+    if kind == "url":
+        return url_problem(value)
+    if kind == "key":
+        return key_problem(value) if value else None
+    return None
+
+
+def selector_problem(selector: str) -> str | None:
+    """A light syntax check of a CSS selector (the browser has the last word): balanced brackets and quotes."""
+    if len(selector) > 500 or "\n" in selector:
+        return "is not a plausible CSS selector (too long, or a line break)"
+    pairs = {"]": "[", ")": "("}
+    stack: list[str] = []
+    quote_char = ""
+    escaped = False
+    for ch in selector:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif quote_char:
+            if ch == quote_char:
+                quote_char = ""
+        elif ch in "'\"":
+            quote_char = ch
+        elif ch in "[(":
+            stack.append(ch)
+        elif ch in "])":
+            if not stack or stack.pop() != pairs[ch]:
+                return f"is not a valid CSS selector (unbalanced '{ch}')"
+    if quote_char or stack:
+        return "is not a valid CSS selector (an unclosed quote or bracket)"
+    if selector.strip()[-1] in ",>+~":
+        return "is not a valid CSS selector (it ends with a combinator)"
+    return None
+
+
+def js_regex_to_python(pattern: str) -> str:
+    """JavaScript named groups `(?<name>…)` to Python's `(?P<name>…)`; the rest of the common subset is shared."""
+    return re.sub(r"\(\?<(?=[A-Za-z_])", "(?P<", pattern)
+
+
+def regex_problem(pattern: str) -> str | None:
+    if "(?P" in pattern:
+        return "uses Python's (?P<name>…); write JavaScript's (?<name>…)"
+    if re.match(r"\(\?[aiLmsux]+\)", pattern):
+        return "starts with an inline flag, which JavaScript does not have (matching is case-insensitive anyway)"
+    try:
+        re.compile(js_regex_to_python(pattern), re.I)
+    except re.error as exc:
+        return f"is not a valid regular expression: {exc}"
+    return None
+
+
+def key_problem(key: str) -> str | None:
+    parts = key.split("+")
+    if not all(_KEY_PART.fullmatch(p) for p in parts) or any(p not in _MODIFIERS for p in parts[:-1]):
+        return "must be a key name such as Enter, optionally after Control+, Shift+, Alt+ or Meta+"
+    return None
+
+
+def url_problem(url: str) -> str | None:
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(url) if f is not None]
+    except ValueError as exc:
+        return f"has a bad placeholder ({exc}); write a literal brace as {{{{ or }}}}"
+    for name in fields:
+        if name not in PLACEHOLDERS:
+            return f"has an unknown placeholder {{{name}}} (known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
+    if not (url.startswith(("http://", "https://")) or url.startswith("{demo}")):
+        return "must start with http://, https:// or {demo}"
+    return None
+
+
+def _cross_checks(p: dict[str, Any], problems: list[str]) -> None:
+    if p["conversation"]["new"] == "click" and not p["conversation"]["selector"]:
+        problems.append("key 'conversation.selector' is missing: conversation.new = \"click\" clicks it")
+    if "user_turn" in p["submit"]["confirm"] and not p["submit"]["user_turn"]:
+        problems.append("key 'submit.user_turn' is missing: submit.confirm lists \"user_turn\"")
+    if not p["submit"]["selectors"] and not p["submit"]["key"]:
+        problems.append("key 'submit.selectors' is empty and 'submit.key' too: nothing would send the prompt")
+    if bool(p["login"]["probe_url"]) != bool(p["login"]["probe_pattern"]):
+        problems.append("keys 'login.probe_url' and 'login.probe_pattern' go together")
+    for i, m in enumerate(p["messages"]):
+        if m.get("where") == "answer" and not p["result"]["answer"]:
+            problems.append(f"key 'messages[{i}].where' is \"answer\" but 'result.answer' is not set")
+
+
+def needs_demo(profile: dict[str, Any]) -> bool:
+    return "{demo}" in profile["start_url"]
+
+
+def start_url(profile: dict[str, Any], job_id: str, knobs: dict[str, str], demo_base: str | None) -> str:
+    """The profile's start URL for one job: placeholders filled, the job's knobs added to the query."""
+    url = profile["start_url"].format(demo=demo_base or "", job=quote(job_id, safe=""))
+    if not knobs:
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True)) | {str(k): str(v) for k, v in knobs.items()}
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def describe_markdown() -> str:
+    """The profile keys as a Markdown table (pasted into the README)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for section, keys in [*SCHEMA.items(), ("[[messages]]", MESSAGE)]:
+        for name, key in keys.items():
+            path = name if not section else (f"{section}.{name}" if not section.startswith("[[") else f"{section} {name}")
+            default = "required" if key.required else _toml(key.default)
+            rows.append(f"| `{path}` | {default} | {key.doc} |")
+    return "\n".join(rows)
+
+
+def _toml(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, str):
+        return f'`"{value}"`' if value else '`""`'
+    if isinstance(value, list):
+        return "`[" + ", ".join(f'"{v}"' for v in value) + "]`"
+    return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"

@@ -1,0 +1,144 @@
+"""Housekeeping for long runs: prune finished jobs, clear stale LMDB readers, compact a mostly free store.
+
+Operators leave the daemon up for days, so nothing may grow without bound:
+
+- a job that ended (done, failed, cancelled) more than `job_retention_h` hours
+  ago is deleted from the store with all its tasks (its images and manifest
+  stay on disk), and forgotten by the scheduler;
+- LMDB never shrinks its file, so once free pages make up more than
+  `compact_free_ratio` of a file over `compact_min_mb`, the file is rewritten
+  without them (`copy(compact=True)`, then one atomic rename);
+- stale reader slots left by a killed process are cleared, as they pin old pages.
+
+The Store methods delete_jobs, usage and compact run these on the store thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .states import FINISHED_JOB_STATES
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import AsyncStore, Store
+
+log = logging.getLogger(__name__)
+
+PRUNE_BATCH = 50  # jobs per write transaction, so the store thread stays responsive to status calls
+FIRST_PASS_DELAY_S = 60.0  # let a restarted daemon recover and start its workers first
+_FINISHED = frozenset(s.value for s in FINISHED_JOB_STATES)
+
+
+def expired_jobs(jobs: Iterable[Mapping[str, Any]], now: float, retention_h: float) -> list[str]:
+    """Ids of jobs that ended more than retention_h hours before now; none when retention_h is 0."""
+    if retention_h <= 0:
+        return []
+    before = now - retention_h * 3600
+    return [j["id"] for j in jobs
+            if j["state"] in _FINISHED and j.get("finished") is not None and j["finished"] < before
+            and not j["counts"].get("pending") and not j["counts"].get("running")]
+
+
+def usage(store: Store) -> dict[str, int]:
+    """Bytes in the data file and bytes its live pages use (the rest is LMDB's free list)."""
+    info = store.env.info()
+    stat = store.env.stat()
+    page = stat["psize"]
+    used_pages = 2 + stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]  # 2 meta pages
+    with store.env.begin() as txn:
+        for db in (store.meta, store.jobs, store.tasks, store.fresh, store.retry):
+            s = txn.stat(db)
+            used_pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
+    file_bytes = (store.path / "data.mdb").stat().st_size
+    return {"file_bytes": file_bytes, "used_bytes": min(file_bytes, used_pages * page),
+            "last_page_bytes": (info["last_pgno"] + 1) * page}
+
+
+def should_compact(use: Mapping[str, int], free_ratio: float, min_mb: int) -> bool:
+    """Compact when the file is big enough to matter and mostly free pages."""
+    if free_ratio <= 0 or use["file_bytes"] < min_mb << 20:
+        return False
+    return (use["file_bytes"] - use["used_bytes"]) >= free_ratio * use["file_bytes"]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def compact(store: Store) -> dict[str, int]:
+    """Rewrite the data file without free pages and reopen the store; returns sizes before and after."""
+    data = store.path / "data.mdb"
+    scratch = store.path.with_name(store.path.name + ".compact")
+    before = data.stat().st_size
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    store.env.copy(str(scratch), compact=True)
+    _fsync(scratch / "data.mdb")
+    map_size = store.env.info()["map_size"]
+    store.env.close()
+    # One rename swaps the file: a crash at any point leaves either the old or the new file whole.
+    os.replace(scratch / "data.mdb", data)
+    _fsync(store.path)
+    shutil.rmtree(scratch, ignore_errors=True)
+    # Re-run Store's own opening code so the LMDB flags and named databases stay exactly Store's.
+    type(store).__init__(store, store.path, map_size)
+    after = data.stat().st_size
+    log.info("store compacted from %.1f MiB to %.1f MiB", before / 2**20, after / 2**20)
+    return {"before_bytes": before, "after_bytes": after}
+
+
+class Housekeeper:
+    """Runs one housekeeping pass every `housekeeping_interval_s` on the daemon's loop."""
+
+    def __init__(self, store: AsyncStore, config: Config, forget: Callable[[list[str]], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.config = config
+        self.forget = forget  # drops pruned jobs from the scheduler's in-memory maps
+        self.clock = clock
+        self.pruned_jobs = 0
+        self.compactions = 0
+
+    async def run(self) -> None:
+        await asyncio.sleep(min(FIRST_PASS_DELAY_S, self.config.housekeeping_interval_s))
+        while True:
+            try:
+                await self.once()
+            except Exception:
+                log.exception("housekeeping failed; trying again next time")
+            await asyncio.sleep(self.config.housekeeping_interval_s)
+
+    async def once(self) -> dict[str, Any]:
+        """Prune expired jobs, clear stale readers, compact if mostly free; returns what was done."""
+        cfg = self.config
+        expired = expired_jobs(await self.store("list_jobs"), self.clock(), cfg.job_retention_h)
+        tasks = 0
+        for start in range(0, len(expired), PRUNE_BATCH):
+            batch = expired[start:start + PRUNE_BATCH]
+            tasks += await self.store("delete_jobs", batch)
+            self.forget(batch)
+        if expired:
+            self.pruned_jobs += len(expired)
+            log.info("pruned %d finished jobs (%d tasks) older than %g h", len(expired), tasks, cfg.job_retention_h)
+        stale = await self.store("reader_check")
+        if stale:
+            log.warning("cleared %d stale LMDB reader slots", stale)
+        use = await self.store("usage")
+        compacted = None
+        if should_compact(use, cfg.compact_free_ratio, cfg.compact_min_mb):
+            compacted = await self.store("compact")
+            self.compactions += 1
+        return {"pruned_jobs": len(expired), "pruned_tasks": tasks, "stale_readers": stale, "usage": use,
+                "compacted": compacted}

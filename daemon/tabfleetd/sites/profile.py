@@ -1,0 +1,313 @@
+"""The generic site adapter: drives any prompt→image web UI from a checked site profile.
+
+A prompt costs three CDP round trips when the profile allows it (the demo's
+does): PREPARE (baseline, focus, clear), Input.insertText, and SEND, which
+clicks send, waits in the page for the answer to settle and downloads the
+image. Everything else (navigation per prompt, keystrokes, a key fallback, a
+network-body download, snapshots) costs extra calls only when used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import logging
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pyppeteer.errors
+
+from .. import profiles
+from ..errors import SiteError
+from . import pagejs
+from .base import AUTH, CHALLENGE, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, SiteAdapter, call, captured_wait, cdp
+
+log = logging.getLogger(__name__)
+
+SNAPSHOTS_KEPT = 20  # per worker: enough to see a pattern, bounded over a week-long run
+RESPONSES_KEPT = 64
+_NAVIGATED = ("Execution context was destroyed", "Cannot find context", "Inspected target navigated")
+_CLASSES = {"transient": TRANSIENT, "rate_limit": RATE_LIMIT, "permanent": PERMANENT, "auth": AUTH, "challenge": CHALLENGE}
+
+
+def page_config(p: dict[str, Any]) -> dict[str, Any]:
+    """The part of a profile the page scripts need, times in milliseconds."""
+    return {
+        "conversation": {k: p["conversation"][k] for k in ("new", "selector", "ready")},
+        "input": {k: p["input"][k] for k in ("selectors", "clear")},
+        "submit": {k: p["submit"][k] for k in ("selectors", "key", "confirm", "user_turn")},
+        "busy": {"selectors": p["busy"]["selectors"], "settle_ms": p["busy"]["settle_s"] * 1000},
+        "result": {k: p["result"][k] for k in ("scope", "selector", "answer", "count", "dedupe", "min_px")}
+        | {"stable_ms": p["result"]["stable_s"] * 1000, "grace_ms": p["result"]["grace_s"] * 1000},
+        "login": {k: p["login"][k] for k in ("urls", "selectors")},
+        "messages": [{"pattern": m["pattern"], "cls": m["class"], "where": m["where"]} for m in p["messages"]],
+        "page_messages": any(m["where"] == "page" for m in p["messages"]),
+        "download": p["download"]["method"],
+        "load_ms": p["timeouts"]["load_s"] * 1000,
+        "sent_ms": p["timeouts"]["sent_s"] * 1000,
+    }
+
+
+class ProfileAdapter(SiteAdapter):
+    """Turns prompts into image bytes on the site a profile describes."""
+
+    def __init__(self, spec: dict[str, Any], snapshot_dir: Path | None = None, wid: int | None = None) -> None:
+        super().__init__()
+        self.spec = spec  # as stored on the job; compared to reuse this adapter for the next task
+        self.profile = profiles.normalize(spec, "the job's profile")  # fills keys added since the job was queued
+        self.name = self.profile["name"]
+        self.cfg = page_config(self.profile)
+        self.headless_allowed = bool(self.profile["browser"]["headless"])
+        self.browser_args = tuple(self.profile["browser"]["args"])
+        self.snapshot_dir = snapshot_dir
+        self.wid = wid
+        self.fresh = False  # the page was just loaded: no navigation needed for the next prompt
+        self.last_end: float | None = None
+        self.rng = random.Random()
+        self.responses: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._watched: Any = None
+
+    # -- opening ---------------------------------------------------------------
+
+    async def open(self, page: Any, url: str, timeout: float) -> None:
+        self.opened_url = None
+        self.watch_responses(page)
+        budget = min(float(self.profile["timeouts"]["load_s"]), timeout)
+        await self.load(page, url, budget)
+        login = self.profile["login"]
+        if login["probe_url"]:
+            probe = await self.run(page, pagejs.PROBE, login["probe_url"], login["probe_pattern"], timeout=budget)
+            if not probe.get("ok"):
+                where = await self.snapshot(page, "signed-out")
+                raise SiteError(f"signed out: the session probe {login['probe_url']} answered HTTP {probe.get('status')} "
+                                f"without a signed-in user; {self.login_hint()}{where}", AUTH)
+        self.opened_url = url
+        self.fresh = True
+
+    async def load(self, page: Any, url: str, budget: float) -> None:
+        """Navigate and wait until the input (or ready) selector shows, or the page says why it cannot."""
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(page.goto(url, {"waitUntil": "domcontentloaded", "timeout": budget * 1000}), budget + 1)
+        except (asyncio.TimeoutError, pyppeteer.errors.TimeoutError):
+            raise SiteError(f"{url} did not load within {budget:.0f} s", TIMEOUT) from None
+        except pyppeteer.errors.PageError as exc:
+            raise SiteError(f"cannot load {url}: {exc}", TRANSIENT) from None
+        left = max(0.1, budget - (time.monotonic() - started))
+        ready = await self.run(page, pagejs.READY, self.cfg, int(left * 1000), timeout=left + 2)
+        if not ready.get("ok"):
+            await self.fail(page, ready)
+
+    def watch_responses(self, page: Any) -> None:
+        """With download.method = "response": keep the last image responses so their bodies can be read."""
+        if self.profile["download"]["method"] != "response" or self._watched is page:
+            return
+        self._watched = page
+
+        def keep(response: Any) -> None:
+            kind = response.request.resourceType if response.request else ""
+            if kind == "image" or str(response.headers.get("content-type", "")).startswith("image/"):
+                self.responses[response.url] = response
+                while len(self.responses) > RESPONSES_KEPT:
+                    self.responses.popitem(last=False)
+
+        page.on("response", keep)
+
+    # -- one prompt ------------------------------------------------------------
+
+    async def generate(self, page: Any, prompt: str, deadline: float, cdp_timeout: float) -> bytes:
+        await self.pace(deadline)
+        try:
+            return await self.run_prompt(page, prompt, deadline, cdp_timeout)
+        finally:
+            self.last_end = time.monotonic()
+
+    async def pace(self, deadline: float) -> None:
+        """The profile's pause between prompts, with jitter; it counts toward the task deadline."""
+        pacing = self.profile["pacing"]
+        if self.last_end is None or (pacing["pause_s"] <= 0 and pacing["jitter_s"] <= 0):
+            return
+        pause = max(0.0, pacing["pause_s"] + self.rng.uniform(-pacing["jitter_s"], pacing["jitter_s"]))
+        wait = min(pause - (time.monotonic() - self.last_end), deadline - time.monotonic() - 5)
+        if wait > 0:
+            log.debug("pacing: %.1f s before the next prompt", wait)
+            await asyncio.sleep(wait)
+
+    async def run_prompt(self, page: Any, prompt: str, deadline: float, cdp_timeout: float) -> bytes:
+        p = self.profile
+        if p["conversation"]["new"] == "navigate" and not self.fresh:
+            await self.load(page, self.opened_url or "", min(float(p["timeouts"]["load_s"]), self.left(deadline)))
+        self.fresh = False
+        prep = await self.run(page, pagejs.PREPARE, self.cfg, prompt,
+                              timeout=min(cdp_timeout + p["timeouts"]["load_s"], self.left(deadline) + 1))
+        if prep.get("clear_keys"):
+            await self.clear_with_keys(page, cdp_timeout)
+        elif not prep.get("ok"):
+            await self.fail(page, prep)
+        if p["input"]["method"] == "keys":
+            await self.type_keys(page, prompt, deadline, cdp_timeout)
+        else:
+            await cdp(page, "Input.insertText", {"text": prompt}, cdp_timeout)
+        result = await self.send(page, prompt, deadline, pressed=False)
+        if result.get("press"):
+            log.info("%s: %s; pressing %s", self.name, result["press"], p["submit"]["key"])
+            await self.press(page, p["submit"]["key"], cdp_timeout)
+            result = await self.send(page, prompt, deadline, pressed=True)
+        return await self.image(page, result, cdp_timeout)
+
+    async def send(self, page: Any, prompt: str, deadline: float, pressed: bool) -> dict[str, Any]:
+        remaining = self.left(deadline)
+        if remaining <= 0:
+            raise SiteError("task deadline passed before sending", TIMEOUT)
+        # The page gives up first, so that it can still say why (and a snapshot still fits).
+        budget = remaining - min(2.0, remaining * 0.25)
+        answer_s = float(self.profile["timeouts"]["answer_s"])
+        if answer_s > 0:
+            budget = min(budget, answer_s)
+        opts = {"pressed": pressed, "timeout_ms": int(budget * 1000)}
+        return await self.run(page, pagejs.SEND, self.cfg, prompt, opts, timeout=remaining + 1)
+
+    async def image(self, page: Any, result: dict[str, Any], cdp_timeout: float) -> bytes:
+        if result.get("use_response"):
+            data = await self.response_body(result["src"], cdp_timeout)
+            if data is not None:
+                return data
+            result = await self.run(page, pagejs.DOWNLOAD, self.cfg, result["src"], timeout=cdp_timeout)
+        if "b64" not in result:
+            await self.fail(page, result)
+        if result.get("via") == "canvas":
+            log.warning("%s: saved the image as drawn on the page, not its file (%s)", self.name, result.get("why"))
+        if result.get("partial"):
+            log.info("%s: %d of %d images came; saving the first", self.name, result.get("images"), self.profile["result"]["count"])
+        return base64.b64decode(result["b64"])
+
+    async def response_body(self, src: str, timeout: float) -> bytes | None:
+        response = self.responses.get(src)
+        if response is None:
+            return None
+        try:
+            return await asyncio.wait_for(response.buffer(), timeout)
+        except Exception as exc:  # evicted from the browser's buffer, or not a network load; the page can still fetch
+            log.info("%s: no response body for %s (%s); fetching in the page", self.name, src[:100], exc)
+            return None
+
+    # -- outcomes --------------------------------------------------------------
+
+    async def fail(self, page: Any, result: dict[str, Any]) -> NoReturn:
+        """Raise the SiteError a page script's answer means, saving a snapshot where a person must look."""
+        if "message" in result:
+            hit = result["message"]
+            entry = self.profile["messages"][hit["index"]] if hit.get("index", -1) >= 0 else None
+            cls = _CLASSES.get(hit.get("cls"), TRANSIENT)
+            wait = captured_wait(hit.get("groups") or {}, entry["wait_unit"] if entry else "seconds",
+                                 entry["wait_s"] if entry else None, hit["text"]) if cls == RATE_LIMIT else None
+            if entry and entry["reload"]:
+                self.opened_url = None
+            text = hit["text"]
+            if cls in (AUTH, CHALLENGE):
+                self.opened_url = None
+                text += "; " + (self.login_hint() if cls == AUTH else f"a person must pass the check: {self.login_hint(verb='open')}")
+                text += await self.snapshot(page, cls)
+            raise SiteError(text, cls, wait)
+        if "missing" in result:
+            self.opened_url = None
+            where = await self.snapshot(page, "missing-" + result["missing"])
+            raise SiteError(f"no visible element matches {result['missing']} {result.get('selectors')}: the site may have "
+                            f"changed; fix the profile{where}", TRANSIENT)
+        if result.get("timeout"):
+            where = await self.snapshot(page, "timeout")
+            raise SiteError(f"no finished image before the deadline (still busy: {'yes' if result.get('busy') else 'no'}, "
+                            f"new images: {result.get('ready', 0)} loaded of {result.get('images', 0)}"
+                            f"{'' if result.get('scope', True) else ', result.scope matched nothing'}){where}", TIMEOUT)
+        if result.get("noimage"):
+            answer = result.get("answer") or ""
+            cls, wait = self.classify(answer)
+            where = await self.snapshot(page, "no-image")
+            raise SiteError(f"the reply holds no image (nothing new matches result.selector "
+                            f"{self.profile['result']['selector']!r}): {answer or '(no text)'}{where}", cls, wait)
+        message = str(result.get("error") or f"unexpected answer from the page: {str(result)[:200]}")
+        if result.get("reopen"):
+            self.opened_url = None
+        where = await self.snapshot(page, "error") if result.get("snapshot") else ""
+        raise SiteError(message + where, result.get("kind") or TRANSIENT)
+
+    def login_hint(self, verb: str = "sign in") -> str:
+        worker = f" --worker {self.wid}" if self.wid is not None else ""
+        return f"{verb} this worker's browser with `tabfleetctl login{worker} --site {self.name}`"
+
+    async def snapshot(self, page: Any, reason: str) -> str:
+        """Save a screenshot and the page's HTML for a person fixing the profile; the message suffix naming them."""
+        if self.snapshot_dir is None:
+            return ""
+        base = str(self.snapshot_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9_-]+', '-', reason)[:40]}")
+        try:
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            png = await asyncio.wait_for(page.screenshot({"type": "png"}), 3)
+            html = await asyncio.wait_for(page.content(), 3)
+            Path(base + ".png").write_bytes(png)
+            Path(base + ".html").write_text(html, encoding="utf-8", errors="replace")
+        except Exception as exc:  # a snapshot is a courtesy; the task's own error matters more
+            log.warning("%s: could not save a snapshot: %s", self.name, exc)
+            return ""
+        for old in sorted(self.snapshot_dir.glob("*.png"))[:-SNAPSHOTS_KEPT]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".html").unlink(missing_ok=True)
+        log.info("%s: snapshot saved as %s.png/.html", self.name, base)
+        return f" (screenshot and HTML: {base}.png, .html)"
+
+    # -- browser calls ---------------------------------------------------------
+
+    async def run(self, page: Any, script: str, *args: Any, timeout: float) -> dict[str, Any]:
+        """One page script; a navigation under our feet is transient, a broken script names its cause."""
+        try:
+            result = await call(page, script, *args, timeout=max(0.1, timeout))
+        except pyppeteer.errors.ElementHandleError as exc:
+            self.opened_url = None
+            bad = "bad CSS selector" in str(exc)
+            raise SiteError(f"a page script failed: {exc}", PERMANENT if bad else TRANSIENT) from None
+        except pyppeteer.errors.NetworkError as exc:
+            if any(mark in str(exc) for mark in _NAVIGATED):
+                self.opened_url = None
+                raise SiteError("the page navigated away while it was being driven; it is loaded again next time",
+                                TRANSIENT) from None
+            raise
+        return result if isinstance(result, dict) else {"error": f"unexpected answer from the page: {result!r}"}
+
+    async def clear_with_keys(self, page: Any, timeout: float) -> None:
+        """Ctrl+A, Backspace as real key events, for editors that undo a DOM-level delete."""
+        ctrl_a = {"modifiers": 2, "key": "a", "code": "KeyA", "windowsVirtualKeyCode": 65}
+        backspace = {"key": "Backspace", "code": "Backspace", "windowsVirtualKeyCode": 8}
+        for event in ({"type": "rawKeyDown", "commands": ["selectAll"]} | ctrl_a, {"type": "keyUp"} | ctrl_a,
+                      {"type": "rawKeyDown"} | backspace, {"type": "keyUp"} | backspace):
+            await cdp(page, "Input.dispatchKeyEvent", event, timeout)
+
+    async def type_keys(self, page: Any, prompt: str, deadline: float, timeout: float) -> None:
+        """Real keystrokes; a line break is Shift+Enter, since Enter alone sends on most sites."""
+        delay = float(self.profile["input"]["key_delay_ms"])
+        for i, line in enumerate(prompt.split("\n")):
+            if i:
+                await self.press(page, "Shift+Enter", timeout)
+            budget = max(timeout, self.left(deadline))
+            try:
+                await asyncio.wait_for(page.keyboard.type(line, {"delay": delay}), budget)
+            except asyncio.TimeoutError:
+                raise SiteError(f"typing the prompt took over {budget:.0f} s", TIMEOUT) from None
+
+    async def press(self, page: Any, combo: str, timeout: float) -> None:
+        *mods, key = combo.split("+")
+        try:
+            for mod in mods:
+                await asyncio.wait_for(page.keyboard.down(mod), timeout)
+            await asyncio.wait_for(page.keyboard.press(key), timeout)
+            for mod in reversed(mods):
+                await asyncio.wait_for(page.keyboard.up(mod), timeout)
+        except asyncio.TimeoutError:
+            raise SiteError(f"pressing {combo} did not finish within {timeout:.0f} s", TIMEOUT) from None
+
+    @staticmethod
+    def left(deadline: float) -> float:
+        return deadline - time.monotonic()

@@ -1,0 +1,228 @@
+"""Unit tests for tabfleetd.profiles (checking site profiles) and the wait a matched message states."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Any
+
+import pytest
+
+from tabfleetd import profiles
+from tabfleetd.errors import BadArgs, ProfileError
+from tabfleetd.sites.base import captured_wait, unit_seconds, until_clock
+from tabfleetd.sites.profile import page_config
+
+MINIMAL = """
+start_url = "https://images.example/"
+[input]
+selectors = ["#box"]
+[result]
+selector = "img"
+"""
+
+
+def problems(text: str, source: str = "site.toml") -> list[str]:
+    with pytest.raises(ProfileError) as caught:
+        profiles.parse(text, source)
+    assert caught.value.code == 1403 and str(caught.value).startswith(f"{source}: ")
+    return caught.value.problems
+
+
+def test_builtins_are_valid_and_normalize_is_idempotent() -> None:
+    """Every built-in profile passes the checks, and checking a checked profile changes nothing."""
+    assert profiles.builtin_names() == ["chatgpt", "demo"]
+    for name in profiles.builtin_names():
+        profile = profiles.builtin(name)
+        assert profile["name"] == name
+        assert profiles.normalize(profile, name) == profile
+
+
+def test_minimal_profile_gets_every_default_and_the_file_name() -> None:
+    """A profile with only the required keys gets each default, and its name from the file."""
+    profile = profiles.parse(MINIMAL, "my-site.toml")
+    assert profile["name"] == "my-site"
+    assert profile["conversation"]["new"] == "navigate"
+    assert profile["input"] == {"selectors": ["#box"], "method": "insert_text", "key_delay_ms": 0.0, "clear": True}
+    assert profile["submit"]["key"] == "Enter" and profile["result"]["count"] == 1 and profile["messages"] == []
+    assert profile["browser"] == {"headless": True, "args": []}
+
+
+def test_chatgpt_profile_has_the_known_selectors_and_messages() -> None:
+    """The chatgpt profile carries the issue's selectors, dedupe by file id, a challenge title and runs headed."""
+    p = profiles.builtin("chatgpt")
+    assert "#prompt-textarea" in p["input"]["selectors"] and p["submit"]["key"] == "Enter"
+    assert p["submit"]["selectors"][0] == 'button[data-testid="send-button"]'
+    assert p["busy"]["selectors"] == ['button[data-testid="stop-button"]', '[data-testid^="image-gen-loading-state"]']
+    assert (p["result"]["scope"], p["result"]["selector"]) == ("main", 'img[alt^="Generated image"]')
+    assert re.search(p["result"]["dedupe"], "/backend-api/estuary/content?id=file_00000000abc&ts=1").group(0) == "file_00000000abc"
+    assert p["download"]["method"] == "fetch" and p["browser"]["headless"] is False
+    classes = {m["class"] for m in p["messages"]}
+    assert classes == {"rate_limit", "permanent", "transient", "challenge"}
+    assert any(m["where"] == "title" and m["class"] == "challenge" for m in p["messages"])
+
+
+@pytest.mark.parametrize("message, kind, wait", [
+    ("You're generating images too quickly. To ensure the best experience for everyone, we have rate limits in place. "
+     "Please wait for 2 minutes before generating more images.", "rate_limit", 120.0),
+    ("You've hit the Plus plan limit for image generations requests. You can create more images when the limit "
+     "resets in 23 hours and 5 minutes.", "rate_limit", 23 * 3600.0),
+    ("This image generation request did not follow our content policy and may violate our content policies.", "permanent", None),
+    ("Something went wrong while generating the response.", "transient", None),
+])
+def test_chatgpt_messages_classify_the_known_texts(message: str, kind: str, wait: float | None) -> None:
+    """The first chatgpt message pattern that matches a known text gives its class and stated wait."""
+    p = profiles.builtin("chatgpt")
+    entry, match = next((m, re.search(profiles.js_regex_to_python(m["pattern"]), message, re.I))
+                        for m in p["messages"] if m["where"] != "title"
+                        and re.search(profiles.js_regex_to_python(m["pattern"]), message, re.I))
+    assert entry["class"] == kind
+    if kind == "rate_limit":
+        groups = {k: v for k, v in match.groupdict().items() if v is not None}
+        assert captured_wait(groups, entry["wait_unit"], entry["wait_s"], message) == wait
+
+
+def test_problems_name_their_keys() -> None:
+    """Every problem in a profile is reported at once, each naming its key."""
+    found = problems("""
+start_url = "ftp://x/"
+[input]
+selectors = ["#a["]
+metod = "keys"
+[submit]
+key = "Ctrl+Enter"
+confirm = ["user_turn", "sent"]
+[result]
+count = 0
+min_px = -1
+[[messages]]
+pattern = "(?P<wait>\\\\d+)"
+class = "bad"
+where = "answer"
+""")
+    assert found == [
+        "key 'start_url' must start with http://, https:// or {demo}",
+        "key 'input.selectors' item 1 ('#a[') is not a valid CSS selector (an unclosed quote or bracket)",
+        "unknown key 'input.metod' (did you mean 'input.method'?)",
+        "key 'submit.key' must be a key name such as Enter, optionally after Control+, Shift+, Alt+ or Meta+",
+        "key 'submit.confirm' item 2 ('sent') must be one of composer_empty, user_turn, not 'sent'",
+        "key 'result.selector' is missing: a result image (an img element)",
+        "key 'result.count' must be at least 1, not 0",
+        "key 'result.min_px' must be at least 0, not -1",
+        "key 'messages[0].pattern' uses Python's (?P<name>…); write JavaScript's (?<name>…)",
+        "key 'messages[0].class' must be one of transient, rate_limit, permanent, auth, challenge, not 'bad'",
+        "key 'messages[0].where' is \"answer\" but 'result.answer' is not set",
+    ]
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ('[conversation]\nnew = "click"\n', "key 'conversation.selector' is missing"),
+    ('[submit]\nselectors = []\nkey = ""\n', "nothing would send the prompt"),
+    ('[login]\nprobe_url = "/api/session"\n', "'login.probe_url' and 'login.probe_pattern' go together"),
+    ('[login]\nurls = ["(unclosed"]\n', "key 'login.urls' item 1 ('(unclosed') is not a valid regular expression"),
+    ('[timeouts]\nload_s = "soon"\n', "key 'timeouts.load_s' must be a number"),
+    ('[browser]\nheadless = "no"\n', "key 'browser.headless' must be true or false"),
+    ('[browser]\nargs = "--x"\n', "key 'browser.args' must be a list of strings"),
+    ('knobs = ["ok", "not ok"]\n', "key 'knobs' item 2 ('not ok') must be letters, digits"),
+    ('conversation = 3\n', "key 'conversation' must be a table ([conversation])"),
+    ('[[messages]]\nclass = "transient"\n', "key 'messages[0].pattern' is missing"),
+    ('messages = "x"\n', "key 'messages' must be an array of tables ([[messages]])"),
+    ('colour = "blue"\n', "unknown key 'colour'"),
+])
+def test_single_problems(extra: str, problem: str) -> None:
+    """Each kind of mistake is caught and named."""
+    text = MINIMAL.replace('start_url', extra + 'start_url', 1) if not extra.startswith("[") else MINIMAL + extra
+    assert any(problem in p for p in problems(text)), problems(text)
+
+
+def test_start_url_placeholders() -> None:
+    """start_url accepts {demo} and {job} only, and needs http(s) or {demo}."""
+    assert "unknown placeholder {port}" in problems(MINIMAL.replace("https://images.example/", "https://x/{port}"))[0]
+    assert "bad placeholder" in problems(MINIMAL.replace("https://images.example/", "https://x/{"))[0]
+    demo = profiles.builtin("demo")
+    assert profiles.needs_demo(demo) and not profiles.needs_demo(profiles.builtin("chatgpt"))
+    url = profiles.start_url(demo, "j/1", {"latency": "0.5", "scope": "mine"}, "http://127.0.0.1:8")
+    assert url == "http://127.0.0.1:8/?scope=mine&latency=0.5"
+    assert profiles.start_url(demo, "j/1", {}, "http://127.0.0.1:8") == "http://127.0.0.1:8/?scope=j%2F1"
+
+
+def test_bad_toml_and_oversized_text() -> None:
+    """A TOML syntax error or a huge file is one clear problem."""
+    assert problems("[input\n")[0].startswith("not valid TOML: ")
+    assert "KiB" in problems("#" * (profiles.MAX_TEXT + 1))[0]
+
+
+def test_resolve_builtin_or_text() -> None:
+    """resolve() takes a built-in's name, or a file's text (named after the file unless it names itself)."""
+    assert profiles.resolve("demo")["name"] == "demo"
+    assert profiles.resolve("ignored", MINIMAL, "shop.toml")["name"] == "shop"
+    assert profiles.resolve("ignored", 'name = "own"\n' + MINIMAL, "shop.toml")["name"] == "own"
+    with pytest.raises(BadArgs, match="unknown site 'nowhere' .built-in: chatgpt, demo"):
+        profiles.resolve("nowhere")
+
+
+def test_js_named_groups_become_python_groups() -> None:
+    """(?<name>…) is checked as Python's (?P<name>…); lookbehinds stay as they are."""
+    assert profiles.js_regex_to_python(r"(?<=in )(?<wait>\d+)(?<!x)") == r"(?<=in )(?P<wait>\d+)(?<!x)"
+    assert profiles.regex_problem(r"(?<=in )(?<wait>\d+)") is None
+    assert "inline flag" in (profiles.regex_problem("(?i)abc") or "")
+
+
+@pytest.mark.parametrize("selector, ok", [
+    ('button[data-testid="send-button"]', True), ('img[alt^="Generated image"]', True), ("a:not(.b)", True),
+    (r"#a\[b", True), ("div[", False), ("div)", False), ('a[title="x]', False), ("main >", False),
+])
+def test_selector_check(selector: str, ok: bool) -> None:
+    """The light selector check catches unbalanced brackets and quotes and a trailing combinator."""
+    assert (profiles.selector_problem(selector) is None) == ok
+
+
+def test_page_config_uses_milliseconds() -> None:
+    """The page scripts get times in milliseconds and only what they need."""
+    cfg = page_config(profiles.builtin("chatgpt"))
+    assert cfg["busy"]["settle_ms"] == 6000 and cfg["result"]["stable_ms"] == 2000 and cfg["sent_ms"] == 10000
+    assert cfg["page_messages"] is True and cfg["download"] == "fetch"
+    assert cfg["messages"][0] == {"pattern": profiles.builtin("chatgpt")["messages"][0]["pattern"], "cls": "rate_limit",
+                                  "where": "page"}
+
+
+@pytest.mark.parametrize("unit, seconds", [("s", 1), ("seconds", 1), ("min", 60), ("Minutes", 60), ("h", 3600),
+                                           ("hours", 3600), ("day", 86400)])
+def test_unit_seconds(unit: str, seconds: float) -> None:
+    """Units as sites write them."""
+    assert unit_seconds(unit) == seconds
+
+
+NOW = datetime.datetime(2026, 11, 28, 15, 0, 0)
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("4:17 PM", 77 * 60), ("4:17 p.m.", 77 * 60), ("16:17", 77 * 60), ("4 PM", 3600),
+    ("2:00 PM", 23 * 3600), ("12:30 AM", 9.5 * 3600), ("nonsense", None), ("25:00", None),
+])
+def test_until_clock(text: str, seconds: float | None) -> None:
+    """A clock time is the next time it comes round, today or tomorrow."""
+    assert until_clock(text, NOW) == seconds
+
+
+@pytest.mark.parametrize("groups, unit, fallback, message, wait", [
+    ({"wait": "2", "unit": "minutes"}, "seconds", None, "", 120.0),
+    ({"wait": "3"}, "hours", None, "", 10800.0),
+    ({"clock": "4:17 PM"}, "seconds", 60.0, "", 77 * 60.0),
+    ({}, "seconds", 300.0, "too many requests", 300.0),
+    ({}, "seconds", None, "please try again in 45 seconds", 45.0),
+    ({}, "seconds", None, "too many requests", None),
+])
+def test_captured_wait(groups: dict[str, Any], unit: str, fallback: float | None, message: str, wait: float | None) -> None:
+    """The stated wait: a clock capture, else a number in its unit, else the entry's wait_s, else one in the text."""
+    assert captured_wait(groups, unit, fallback, message, NOW) == wait
+
+
+def test_describe_markdown_lists_every_key() -> None:
+    """The README's profile table is generated from the schema: every key appears once."""
+    table = profiles.describe_markdown()
+    for section, keys in profiles.SCHEMA.items():
+        for name in keys:
+            assert f"| `{section + '.' if section else ''}{name}` |" in table
+    for name in profiles.MESSAGE:
+        assert f"| `[[messages]] {name}` |" in table
