@@ -42,16 +42,6 @@ def check_images(out: Path, prompts: list[str]) -> None:
         assert (out / output_name(index, prompt)).read_bytes() == render_png(prompt), prompt
 
 
-def until(what: str, check: Any, timeout: float = 30, daemon: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout} s" + (f":\n{daemon.log_text()}" if daemon else ""))
-
-
 def test_sites_list_show_check_and_login_without_a_display(make_daemon: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """`sites` lists the built-ins, `sites show` prints one, `sites check` names each bad key, login needs a display."""
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -119,7 +109,7 @@ def test_headed_profile_runs_on_the_workers_own_xvfb(make_daemon: Any, harness: 
     assert agents and not any("Headless" in a for a in agents), agents
     assert len(xvfb_processes(daemon.state)) == 1
     daemon.stop()
-    until("Xvfb ending with its worker", lambda: not xvfb_processes(daemon.state), 10)
+    daemon.wait_for(lambda: not xvfb_processes(daemon.state), 10, "Xvfb ending with its worker")
 
 
 async def sign_in_as_a_person(port_file: Path, timeout: float = 30) -> str:
@@ -169,8 +159,8 @@ def test_login_signs_a_blocked_worker_in_and_it_takes_tasks_again(make_daemon: A
         write_profile(daemon.work / "site.toml", harness.site.url("/app", tag="login"), '[login]\nurls = ["/login"]\n')
         prompts = write_prompts(daemon.work / "p.txt", ["made after signing in"])
         job_id = json.loads(daemon.ctl("submit", "p.txt", "--site", "site.toml", "--json", check=True).stdout)["job"]
-        blocked = until("the signed-out worker being blocked",
-                        lambda: [w for w in daemon.call("workers")["workers"] if w["state"] == "blocked"], 30, daemon)
+        blocked = daemon.wait_for(lambda: [w for w in daemon.call("workers")["workers"] if w["state"] == "blocked"], 30,
+                                  "the signed-out worker being blocked")
         assert "login page" in blocked[0]["health"] and "tabfleetctl login --worker 1" in blocked[0]["health"]
         login = daemon.ctl("login", "--worker", "1", "--site", "site.toml", check=True)
         assert f"open on display {screen.name}" in login.stdout and "/app?tag=login" in login.stdout
