@@ -69,15 +69,16 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
         # The rename itself lives in the directory; without this a power cut
         # can bring back the old file.
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory so that a rename in it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

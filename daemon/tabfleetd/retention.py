@@ -21,9 +21,9 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .outputs import fsync_path
 from .states import FINISHED_JOB_STATES
 
 if TYPE_CHECKING:
@@ -69,14 +69,6 @@ def should_compact(use: Mapping[str, int], free_ratio: float, min_mb: int) -> bo
     return (use["file_bytes"] - use["used_bytes"]) >= free_ratio * use["file_bytes"]
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def compact(store: Store) -> dict[str, int]:
     """Rewrite the data file without free pages and reopen the store; returns sizes before and after."""
     data = store.path / "data.mdb"
@@ -85,12 +77,12 @@ def compact(store: Store) -> dict[str, int]:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     store.env.copy(str(scratch), compact=True)
-    _fsync(scratch / "data.mdb")
+    fsync_path(scratch / "data.mdb")
     map_size = store.env.info()["map_size"]
     store.env.close()
     # One rename swaps the file: a crash at any point leaves either the old or the new file whole.
     os.replace(scratch / "data.mdb", data)
-    _fsync(store.path)
+    fsync_path(store.path)
     shutil.rmtree(scratch, ignore_errors=True)
     # Re-run Store's own opening code so the LMDB flags and named databases stay exactly Store's.
     type(store).__init__(store, store.path, map_size)

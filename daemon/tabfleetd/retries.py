@@ -97,15 +97,11 @@ POLICIES: dict[str, Policy] = {
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Picks the policy for a failure class; unknown classes are treated as transient."""
-
-    base_s: float
-    cap_s: float
-    rng: random.Random = field(default_factory=random.Random)
+class RetryPolicy(Backoff):
+    """Picks the policy for a failure class (unknown classes count as transient), backing off as a Backoff."""
 
     def backoff(self, attempt: int) -> float:
-        return Backoff(self.base_s, self.cap_s, self.rng).delay(attempt)
+        return self.delay(attempt)
 
     def decide(self, task: dict[str, Any], kind: str, wait_s: float | None, now: float) -> Decision:
-        return POLICIES.get(kind, POLICIES[TRANSIENT]).decide(task, wait_s, now, Backoff(self.base_s, self.cap_s, self.rng))
+        return POLICIES.get(kind, POLICIES[TRANSIENT]).decide(task, wait_s, now, self)

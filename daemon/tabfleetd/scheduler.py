@@ -59,6 +59,12 @@ class Scheduler:
         if self._loop_task:
             self._loop_task.cancel()
 
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """A job from the cache, read from the store the first time."""
+        if job_id not in self.jobs:
+            self.jobs[job_id] = await self.store("get_job", job_id)
+        return self.jobs[job_id]
+
     def job_changed(self, job: dict[str, Any]) -> None:
         old = self.jobs.get(job["id"])
         self.jobs[job["id"]] = job
@@ -127,8 +133,7 @@ class Scheduler:
             if key is None:
                 return wake
             job_id = key.split(b"/")[0].decode()
-            job = self.jobs.get(job_id) or await self.store("get_job", job_id)
-            self.jobs[job_id] = job
+            job = await self.job(job_id)
             site = site_of(job)
             wait = self.limits.wait(site, handle.wid, time.monotonic())
             if wait > 0:
@@ -202,7 +207,7 @@ class Scheduler:
         reconciliation removes, or keeps once the image is adopted.
         """
         loop = asyncio.get_running_loop()
-        job = self.jobs.get(task["job"]) or await self.store("get_job", task["job"])
+        job = await self.job(task["job"])
         record = manifest_record(task | fields | {"worker": worker})
         await loop.run_in_executor(None, outputs.append_manifest, Path(job["out"]), record)
         key = task_key(task["job"], task["index"])
