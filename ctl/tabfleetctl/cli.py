@@ -17,6 +17,7 @@ import click
 
 from .client import Client, DaemonError, DaemonNotRunning, default_socket
 from .samples import DEMO_PROMPTS
+from .watch import pace_line
 
 # Named exit codes.
 EXIT_OK = 0
@@ -156,8 +157,11 @@ def status(ctx: Ctx, job: str | None, as_json: bool) -> None:
                f"daemon {mem['daemon_rss_mb']:.0f} MB; fleet {mem.get('target_workers', '?')} of "
                f"{mem.get('desired_workers', '?')} workers{' (holding new work: memory high)' if mem.get('holding') else ''}")
     for site, pace in (result.get("limits") or {}).get("sites", {}).items():
-        rate = "no limit" if pace["rate_per_min"] is None else f"{pace['rate_per_min']:.1f}/min"
-        click.echo(f"site {site}: {rate}, {pace['rate_limit_hits']} rate-limit answers")
+        click.echo(f"site {site}: {pace_line(pace)}")
+    for j in result["jobs"]:
+        if j.get("waiting"):
+            click.echo(f"job {j['id']} waits for its output: {j['waiting']['reason']} (next check in "
+                       f"{j['waiting']['retry_in_s']:.0f} s)")
 
 
 def workers_table(workers: list[dict[str, Any]]) -> str:

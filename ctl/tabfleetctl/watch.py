@@ -109,6 +109,37 @@ def memory_line(memory: dict[str, Any], workers: list[dict[str, Any]]) -> str:
             f"daemon {memory['daemon_rss_mb']:.0f} MB, workers {workers_mb:.0f} MB")
 
 
+def pace_line(pace: dict[str, Any]) -> str:
+    """One site's pacing in words: its learned or configured pace, rate-limit answers, answer deadline, outage."""
+    parts = []
+    if pace.get("unreachable"):
+        down = pace["unreachable"]
+        parts.append(f"unreachable ({down['reason']}); next try in {down['retry_in_s']:.0f} s")
+    window = pace.get("window")
+    scope = {"site": ", all accounts together", "account": ", per account"}.get(pace.get("scope") or "", "")
+    if window:
+        parts.append(f"learned limit {window['count']} per {window['seconds']:g} s{scope}")
+    elif pace.get("rate_per_min") is not None:
+        parts.append(f"{pace['rate_per_min']:.1f}/min")
+    else:
+        parts.append("no limit known")
+    if pace.get("holding_s"):
+        parts.append(f"holding {pace['holding_s']:.0f} s")
+    if "rate_limit_hits" in pace:
+        signals = pace.get("signals", 0)
+        parts.append(f"{pace['rate_limit_hits']} rate-limit answers, {signals} signal{'' if signals == 1 else 's'}")
+    if pace.get("answer_deadline_s") is not None:
+        p95 = pace.get("answer_p95_s")
+        parts.append(f"answer deadline {pace['answer_deadline_s']:g} s" + (f" (p95 {p95:g} s)" if p95 is not None else ""))
+    return "; ".join(parts)
+
+
+def site_lines(snap: dict[str, Any]) -> list[str]:
+    """One line per site with what pacing knows of it, and one per job waiting for its output."""
+    lines = [f"site {site}: {pace_line(pace)}" for site, pace in (snap.get("limits") or {}).get("sites", {}).items()]
+    return lines + [f"job {j['id']} waits for its output: {j['waiting']['reason']}" for j in snap["jobs"] if j.get("waiting")]
+
+
 def cooling(worker: dict[str, Any], now: float) -> str:
     """Time left until the worker's account may send again, or until it restarts; blank when neither."""
     until = worker.get("cooling_until") or (worker.get("account") or {}).get("cooling_until") or worker.get("restart_at")
@@ -125,6 +156,7 @@ class PlainView:
         self.echo = echo
         self.seen: dict[str, tuple[Any, ...]] = {}
         self.health: dict[int, str] = {}
+        self.sites: set[str] = set()
 
     def update(self, snap: dict[str, Any]) -> None:
         for event in snap.get("events", []):
@@ -136,6 +168,11 @@ class PlainView:
             if self.seen.get(job["id"]) != key:
                 self.seen[job["id"]] = key
                 self.echo(job_line(job))
+        for line in site_lines(snap):
+            kind = re.sub(r"[0-9.]+", "N", line)  # a new state is news, a changing countdown is not
+            if kind not in self.sites:
+                self.sites.add(kind)
+                self.echo(line)
         for worker in snap["workers"]:
             health = worker.get("health")  # older daemons report no health; then workers stay quiet here
             if health is None:
@@ -178,6 +215,7 @@ class LiveView:
 
         parts: list[Any] = [self.jobs_table(snap["jobs"]), Text(""), self.workers_table(snap["workers"], snap["time"]),
                             Text(""), self.memory_bar(snap["memory"], snap["workers"])]
+        parts += [Text(line, overflow="ellipsis", no_wrap=True) for line in site_lines(snap)]
         if self.events:
             parts += [Text(""), Text("recent events", style="bold")]
             parts += [Text(event_line(e), style=_event_style(e), overflow="ellipsis", no_wrap=True) for e in self.events]

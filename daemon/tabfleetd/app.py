@@ -115,7 +115,8 @@ class Daemon:
         self.fleet = Fleet(cfg, self.chromium, self.on_worker_message, self.on_worker_exit)
         self.limits = Limits(cfg.site_rate_per_min, cfg.account_rate_per_min)
         self.scheduler = Scheduler(self.store, self.fleet, RetryPolicy(cfg.retry_base_s, cfg.retry_cap_s),
-                                   self.site_url, cfg.task_deadline_s, self.events, self.limits)
+                                   self.site_url, cfg.task_deadline_s, self.events, self.limits,
+                                   min_free_mb=cfg.min_free_mb, held_mb=cfg.held_images_mb)
         self.fleet.on_capacity = self.scheduler.kick
         self.server = ControlServer(cfg.socket, cfg, Commands(self))
         await self.server.start()
@@ -140,6 +141,10 @@ class Daemon:
             task.cancel()
         self.scheduler.stop_dispatching()
         await self.fleet.stop(self.config.grace_s)
+        try:
+            await self.scheduler.save_pacing(force=True)
+        except Exception:  # what pacing learned is a help, not a must; the store may be the problem
+            log.exception("could not save what pacing learned")
         if self.web is not None:
             await self.web.stop()
         await self.server.close()
@@ -171,7 +176,7 @@ class Daemon:
     def worker_views(self) -> list[dict[str, Any]]:
         """Each worker's view with its account's pacing state."""
         now = time.time()
-        return [h.view() | {"account": self.limits.account_view(h.wid, now)}
+        return [h.view() | {"account": self.limits.account_view(h.account, now)}
                 for h in sorted(self.fleet.workers.values(), key=lambda h: h.wid)]
 
     async def on_worker_message(self, handle: Any, msg: dict[str, Any]) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 from . import protocol
 
-# Worker messages carry no images (workers write files themselves), so 16 MiB is plenty.
-MAX_MESSAGE = 16 * 1024 * 1024
+# Workers write images themselves; only an image the output could not take travels here.
+MAX_MESSAGE = 128 * 1024 * 1024
 
 
 class Channel:

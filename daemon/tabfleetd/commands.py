@@ -134,7 +134,7 @@ class Commands:
             "memory": {"used_mb": round((vm.total - vm.available) / 2**20), "total_mb": round(vm.total / 2**20),
                        "percent": vm.percent, "daemon_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
             | governed(self.daemon.fleet.memory_view()),
-            "limits": self.daemon.limits.view(time.time()),
+            "limits": self.daemon.scheduler.pacing_view(time.time()),
         }
 
     def job_view(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +144,7 @@ class Commands:
         eta = round(remaining / rate * 60) if rate > 0 and remaining else (0 if not remaining else None)
         view = {"id": job["id"], "name": job["name"], "state": job["state"], "site": job["site"], "out": job["out"],
                 "total": job["total"], "rate_per_min": rate, "eta_s": eta, "created": job["created"],
-                "finished": job["finished"]}
+                "finished": job["finished"], "waiting": self.daemon.scheduler.waiting_view(job["id"])}
         view.update({b: counts[b] for b in BUCKETS})
         return view
 

@@ -40,6 +40,10 @@ class Config:
     retry_cap_s: float = _key(120.0, "longest retry delay")
     task_deadline_s: float = _key(300.0, "a task running longer is abandoned and retried")
     cdp_timeout_s: float = _key(30.0, "deadline of a single browser (CDP) call")
+    frozen_page_s: float = _key(5.0, "a page whose renderer does not answer a liveness probe for this long is frozen: "
+                                     "its browser is killed at once and the task retried")
+    min_free_mb: float = _key(64.0, "a job waits (status says why) while its output directory's filesystem has less free space")
+    held_images_mb: float = _key(512.0, "images made while their output could not take them are held in memory up to this much")
     browser_start_timeout_s: float = _key(30.0, "deadline for Chromium to start and accept a connection")
     heartbeat_interval_s: float = _key(1.0, "how often a worker reports that it is alive")
     heartbeat_timeout_s: float = _key(30.0, "a worker silent this long is killed and restarted")
@@ -79,7 +83,7 @@ _PATHS = {"socket", "state_dir", "log_file"}
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 _AT_LEAST_ONE = {"workers", "max_attempts", "max_connections", "max_frame_bytes", "max_prompt_chars", "map_size_mb"}
 _POSITIVE = {"heartbeat_interval_s", "heartbeat_timeout_s", "task_deadline_s", "cdp_timeout_s", "browser_start_timeout_s", "read_timeout_s",
-             "housekeeping_interval_s"}
+             "housekeeping_interval_s", "frozen_page_s"}
 
 
 def describe() -> str:

@@ -18,6 +18,7 @@ page forwards verbatim with every generate request:
     lockup_rate=0      chance the page's renderer busy-loops forever
     scope=default      key isolating rate-limit counters and seeded RNGs
     seed=<int>         make the error/hang/lockup/jitter draws repeatable
+    challenge=0        seconds a bot check ("Just a moment...") shows after each page load (page-side only)
 
 A prompt containing ``[[error]]``, ``[[ratelimit]]``, ``[[hang]]`` or
 ``[[lockup]]`` gets that outcome every time; ``[[logout]]`` logs the sending
@@ -545,6 +546,15 @@ PAGE = """<!doctype html>
       send();
     }
   });
+  const check = parseFloat(knobs.challenge || "0");
+  if (check > 0) {
+    // A bot check like Cloudflare's: the title says so and the app is hidden until it passes.
+    const footer = document.querySelector("footer");
+    const title = document.title;
+    document.title = "Just a moment...";
+    footer.hidden = true;
+    setTimeout(() => { document.title = title; footer.hidden = false; composer.focus(); }, check * 1000);
+  }
   composer.focus();
 })();
 </script>

@@ -127,14 +127,22 @@ class BrowserStartError(BrowserError):
 
 
 class SiteError(TabfleetError):
-    """The site did not turn a prompt into an image; ``kind`` is its failure class."""
+    """The site did not turn a prompt into an image; ``kind`` is its failure class.
+
+    ``blame`` says whose fault it was: "site" when the site said so or let the
+    page hang or freeze (it never counts against the worker), "worker" when the
+    browser or its driving failed.
+    """
 
     code = 1800
 
-    def __init__(self, message: str, kind: str = "transient", wait_s: float | None = None) -> None:
+    def __init__(self, message: str, kind: str = "transient", wait_s: float | None = None, *,
+                 blame: str = "worker", frozen: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.wait_s = wait_s
+        self.blame = blame
+        self.frozen = frozen
 
 
 class AlreadyRunning(TabfleetError):

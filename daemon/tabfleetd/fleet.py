@@ -25,8 +25,8 @@ from .memory import GROW, HOLD, SHRINK, Governor, Reading, probe_from_config
 
 log = logging.getLogger(__name__)
 
-STARTING, IDLE, BUSY, BLOCKED, RESTARTING, DEAD, RETIRING = (
-    "starting", "idle", "busy", "blocked", "restarting", "dead", "retiring")
+STARTING, IDLE, BUSY, BLOCKED, STOPPING, RESTARTING, DEAD, RETIRING = (
+    "starting", "idle", "busy", "blocked", "stopping", "restarting", "dead", "retiring")
 RESTART_BACKOFF_CAP_S = 60.0
 MP = multiprocessing.get_context("spawn")
 
@@ -50,8 +50,15 @@ class WorkerHandle:
     blocked_reason: str | None = None
     retire: bool = False  # leave the fleet once the current task ends (the fleet shrank)
     rotations: int = 0  # browser restarts after rotate_after_tasks tasks
+    last_dispatch: float = 0.0  # monotonic time this worker was last handed a task: idle workers take turns
+    deliberate: bool = False  # we are ending it on purpose (a restart asked for): its task's attempt is refunded
     last_heartbeat: float = field(default_factory=time.monotonic)
     rss_mb: float = 0.0
+
+    @property
+    def account(self) -> str:
+        """The signed-in account this worker's browser profile holds."""
+        return f"worker-{self.wid}"
 
     def health(self) -> str:
         if self.state == BLOCKED:
@@ -156,6 +163,7 @@ class Fleet:
         handle.proc, handle.pid, handle.state = proc, proc.pid, STARTING
         handle.task = handle.browser = handle.restart_at = handle.blocked_reason = None
         handle.failures_in_row = 0
+        handle.deliberate = False
         handle.last_heartbeat = time.monotonic()
         handle.chan = await Channel.open(parent)
         self.workers[handle.wid] = handle
@@ -243,8 +251,15 @@ class Fleet:
         log.warning("worker %d takes no more tasks: %s", handle.wid, reason)
 
     def restart(self, handle: WorkerHandle, reason: str) -> None:
-        """Kill a worker and its Chromium; the reader notices and starts it again."""
+        """Kill a worker and its Chromium; the reader notices and starts it again.
+
+        It leaves the idle list at once, so no task is handed to it in the moment before its
+        process is gone, and a task it was running goes back without costing an attempt.
+        """
         handle.last_error = reason
+        handle.deliberate = True
+        if handle.state in (IDLE, BUSY, BLOCKED, STARTING):
+            handle.state = STOPPING
         self.kill(handle)
 
     def kill(self, handle: WorkerHandle) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,7 @@ class FleetCollector(Collector):
         yield from self._counters()
         yield from self._workers()
         yield from self._memory()
+        yield from self._pacing()
         info = InfoMetricFamily("tabfleet", "The running tabfleetd.")
         info.add_metric([], {"version": __version__})
         yield info
@@ -163,6 +165,41 @@ class FleetCollector(Collector):
             target = GaugeMetricFamily("tabfleet_workers_target", "Workers the fleet aims for now (the governor may hold it lower).")
             target.add_metric([], governed["target_workers"])
             yield target
+
+
+    def _pacing(self) -> Iterator[Metric]:
+        """What pacing learned of each site and account, and what waits for a site or an output."""
+        now = time.time()
+        view = self.daemon.scheduler.pacing_view(now)
+        pace = GaugeMetricFamily("tabfleet_site_pace_per_minute",
+                                 "Prompts per minute each site is paced at (learned or configured); absent: no limit known.",
+                                 labels=["site"])
+        answers = CounterMetricFamily("tabfleet_site_rate_limit_answers", "Rate-limit answers each site gave.", labels=["site"])
+        signals = CounterMetricFamily("tabfleet_site_congestion_signals",
+                                      "Congestion signals of each site (rate-limit answers within one window count once).",
+                                      labels=["site"])
+        deadline = GaugeMetricFamily("tabfleet_site_answer_deadline_seconds",
+                                     "How long a worker waits for each site's answer now (learned from its answer times).",
+                                     labels=["site"])
+        unreachable = GaugeMetricFamily("tabfleet_site_unreachable", "1 while a site cannot be reached and its tasks wait.",
+                                        labels=["site"])
+        for site, s in sorted(view["sites"].items()):
+            if s.get("rate_per_min") is not None:
+                pace.add_metric([site], s["rate_per_min"])
+            answers.add_metric([site], s.get("rate_limit_hits", 0))
+            signals.add_metric([site], s.get("signals", 0))
+            if s.get("answer_deadline_s") is not None:
+                deadline.add_metric([site], s["answer_deadline_s"])
+            unreachable.add_metric([site], 1 if s.get("unreachable") else 0)
+        yield from (pace, answers, signals, deadline, unreachable)
+        cooling = GaugeMetricFamily("tabfleet_account_cooling_seconds", "Seconds each account still has to cool down.",
+                                    labels=["account"])
+        for h in sorted(self.daemon.fleet.workers.values(), key=lambda h: h.wid):
+            cooling.add_metric([h.account], self.daemon.limits.cooling(h.account, now))
+        yield cooling
+        waiting = GaugeMetricFamily("tabfleet_jobs_waiting_for_output", "Jobs waiting for room in their output directory.")
+        waiting.add_metric([], len(self.daemon.scheduler.disk.waiting))
+        yield waiting
 
 
 class Metrics:

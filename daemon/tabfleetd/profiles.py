@@ -108,11 +108,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "timeouts": {
         "load_s": Key("float", 30.0, "for the start page to load and show its input (or ready) selector", least=0.1),
         "sent_s": Key("float", 5.0, "for the send button to appear and for the send to be confirmed", least=0.1),
-        "answer_s": Key("float", 0.0, "for the answer (0: until the task deadline)"),
+        "answer_s": Key("float", 0.0, "the longest wait for an answer (0: the task deadline); the wait actually used is "
+                        "learned from the site's answer times (3 × their 95th percentile, at least 5 s) within it"),
+        "challenge_s": Key("float", 15.0, "how long a bot check (a `challenge` message) is given to clear by itself, "
+                           "before the page is loaded once more and, if it is still there, the worker is blocked"),
     },
     "pacing": {
         "pause_s": Key("float", 0.0, "pause between two prompts on one worker"),
         "jitter_s": Key("float", 0.0, "± random seconds added to the pause"),
+        "limit_scope": Key("choice", "auto", "whom the site's rate limits apply to: `account` (each signed-in account has "
+                           "its own), `site` (all accounts together) or `auto` (learned from which accounts get refused)",
+                           choices=("auto", "account", "site")),
     },
     "browser": {
         "headless": Key("bool", True, "whether the site works in headless Chromium; false runs a headed Chromium on "

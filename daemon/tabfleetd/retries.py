@@ -12,6 +12,8 @@ happens to the worker that saw the failure.
     permanent   failed at once                counts    -
     auth        pending again at once         refunded  stops taking tasks until restarted
     challenge   pending again at once         refunded  stops taking tasks until restarted
+    unreachable when the site answers again   refunded  -  (the site's dispatch pauses with backoff)
+    disk        when the output has room      refunded  -  (the job waits; a finished image is kept)
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any
 
 from .states import TaskState
 
-TRANSIENT, TIMEOUT, CRASH, RATE_LIMIT, PERMANENT, AUTH, CHALLENGE = (
-    "transient", "timeout", "crash", "rate_limit", "permanent", "auth", "challenge")
+TRANSIENT, TIMEOUT, CRASH, RATE_LIMIT, PERMANENT, AUTH, CHALLENGE, UNREACHABLE, DISK = (
+    "transient", "timeout", "crash", "rate_limit", "permanent", "auth", "challenge", "unreachable", "disk")
 WORKER_BLOCKING = frozenset({AUTH, CHALLENGE})
 NEVER_RETRIED = frozenset({PERMANENT})
 FREE_RATE_LIMITS = 10  # rate-limited attempts of one task that do not count against its budget
@@ -90,9 +92,17 @@ class BlockWorker(Policy):
         return Decision(TaskState.PENDING, refund=True, block_worker=True)
 
 
+class WaitElsewhere(Policy):
+    """The fault is not the prompt's (the site is down, the disk is full): wait as long as the scheduler says, free."""
+
+    def decide(self, task: dict[str, Any], wait_s: float | None, now: float, backoff: Backoff) -> Decision:
+        return Decision(TaskState.RETRY_WAIT, now + (wait_s if wait_s is not None else backoff.delay(1)), refund=True)
+
+
 POLICIES: dict[str, Policy] = {
     TRANSIENT: RetryWithBackoff(), TIMEOUT: RetryWithBackoff(), CRASH: RetryWithBackoff(),
     RATE_LIMIT: HonourStatedWait(), PERMANENT: FailAtOnce(), AUTH: BlockWorker(), CHALLENGE: BlockWorker(),
+    UNREACHABLE: WaitElsewhere(), DISK: WaitElsewhere(),
 }
 
 

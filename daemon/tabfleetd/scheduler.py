@@ -1,4 +1,10 @@
-"""The scheduler: hands queued tasks to idle workers and records what comes back."""
+"""The scheduler: hands queued tasks to idle workers and records what comes back.
+
+Each fault is charged to what caused it: the prompt (its attempt budget), the
+worker (failures in a row restart it), the account (it cools), the site (its
+dispatch pauses while it cannot be reached) or the output (its job waits for
+room, and images already made are held).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,21 @@ import asyncio
 import collections
 import hashlib
 import logging
+import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from . import outputs
+from .deadlines import answer_cap
 from .events import EventLog
-from .rate import moving_rate_per_min
 from .fleet import BUSY, IDLE, Fleet, WorkerHandle
+from .held import HeldImages
 from .limits import Limits
-from .retries import CRASH, RATE_LIMIT, TIMEOUT, TRANSIENT, RetryPolicy
+from .outages import DiskWaits, SiteOutages
+from .rate import moving_rate_per_min
+from .retries import CRASH, DISK, RATE_LIMIT, TIMEOUT, TRANSIENT, UNREACHABLE, Decision, RetryPolicy
 from .states import FINISHED_JOB_STATES, TaskState
 from .store import AsyncStore, Store, task_key
 
@@ -25,11 +36,15 @@ RATE_WINDOW_S = 120.0
 # Failures that say something about the worker (not the site or the prompt); 3 in a row restart it.
 WORKER_FAILURES = frozenset({TRANSIENT, TIMEOUT, CRASH})
 FAILURES_BEFORE_RESTART = 3
+FREE_CHECK_S = 2.0  # how often a job's output filesystem is checked for free space
+PACING_SAVE_S = 5.0  # what pacing learned is saved at most this often
+RECORD_RETRY_S = 2.0
 
 
 class Scheduler:
     def __init__(self, store: AsyncStore, fleet: Fleet, policy: RetryPolicy, site_urls: Any, deadline_s: float,
-                 events: EventLog, limits: Limits | None = None) -> None:
+                 events: EventLog, limits: Limits | None = None, *, min_free_mb: float = 0.0,
+                 held_mb: float = 512.0) -> None:
         self.limits = limits or Limits(0, 0)
         self.store = store
         self.events = events
@@ -37,10 +52,17 @@ class Scheduler:
         self.policy = policy
         self.site_urls = site_urls  # async (job) -> start URL of the job's site
         self.deadline_s = deadline_s
+        self.min_free_mb = min_free_mb
+        self.outages = SiteOutages()
+        self.disk = DiskWaits()
+        self.held = HeldImages(int(held_mb * 2**20))
         self.jobs: dict[str, dict[str, Any]] = {}
         self.running_per_job: collections.Counter[str] = collections.Counter()
         self.finish_times: dict[str, collections.deque[float]] = collections.defaultdict(lambda: collections.deque(maxlen=2000))
         self.job_events: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
+        self.free_checked: dict[str, float] = {}  # job -> when its output's free space was last read
+        self.unrecorded: list[Callable[[], Awaitable[None]]] = []  # outcomes the store could not take yet
+        self.pacing_saved = 0.0
         self.dispatching = True
         self._kick = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -48,6 +70,10 @@ class Scheduler:
     async def start(self) -> None:
         for job in await self.store("list_jobs"):
             self.jobs[job["id"]] = job
+        saved = await self.store("load_pacing")
+        if saved:
+            self.limits.restore(saved)
+            log.info("pacing learned before the restart: %s", self.limits.view(time.time())["sites"])
         self._loop_task = asyncio.create_task(self._run())
         self.kick()
 
@@ -78,10 +104,14 @@ class Scheduler:
         while self.dispatching:
             self._kick.clear()
             try:
+                await self.record_leftovers()
                 wake = await self.dispatch()
                 retry_at = await self.store("next_retry_at")
                 if retry_at is not None:
                     wake = min(wake, retry_at)
+                if self.unrecorded:
+                    wake = min(wake, time.time() + RECORD_RETRY_S)
+                await self.save_pacing()
             except Exception:
                 log.exception("dispatch failed; trying again shortly")
                 wake = time.time() + 1
@@ -97,8 +127,9 @@ class Scheduler:
         if self.fleet.hold:
             return wake  # memory is short: the governor kicks us when it is not
         loop = asyncio.get_running_loop()
-        for handle in self.fleet.idle():
-            cooling = self.limits.cooling(handle.wid, time.time())
+        # The worker idle longest goes first, so accounts take turns and no one account meets every limit.
+        for handle in sorted(self.fleet.idle(), key=lambda h: h.last_dispatch):
+            cooling = self.limits.cooling(handle.account, time.time())
             if cooling > 0:
                 wake = min(wake, time.time() + cooling)
                 continue
@@ -115,11 +146,14 @@ class Scheduler:
                     # Finished before a crash: adopt it rather than generate it again.
                     await self.adopt(task, path)
                     continue
+                held = self.held.get(task_key(task["job"], task["index"]))
+                if held is not None:
+                    await self.write_held(task, job, path, held)
+                    continue
                 if handle.state != IDLE:
                     # The worker died or was blocked while we awaited the store; the task goes back.
                     await self.put_back(task)
                     break
-                self.limits.take(site_of(job), handle.wid, time.monotonic())
                 await self.assign(handle, task, job, path)
         return wake
 
@@ -129,39 +163,74 @@ class Scheduler:
                 if self.jobs.get(j, {}).get("max_workers") and n >= self.jobs[j]["max_workers"]}
         wake: float | None = None
         while True:
-            key = await self.store("peek", time.time(), frozenset(skip))
+            now = time.time()
+            key = await self.store("peek", now, frozenset(skip))
             if key is None:
                 return wake
             job_id = key.split(b"/")[0].decode()
             job = await self.job(job_id)
             site = site_of(job)
-            wait = self.limits.wait(site, handle.wid, time.monotonic())
+            wait = max(self.outages.wait(site, now), self.limits.wait(site, handle.account, now))
             if wait > 0:
-                # This site must wait; tasks of other sites may still go.
+                # This site must wait (for this worker's account); tasks of other sites may still go.
                 skip |= {j for j, other in self.jobs.items() if site_of(other) == site}
-                wake = min(wake or float("inf"), time.time() + wait)
+            elif (wait := await self.disk_wait(job)) > 0:
+                skip.add(job_id)
+            if wait > 0:
+                wake = min(wake or float("inf"), now + wait)
                 continue
-            task = await self.store("claim_key", key, handle.wid, time.time())
+            task = await self.store("claim_key", key, handle.wid, now)
             if task is not None:
                 return task, job
 
+    async def disk_wait(self, job: dict[str, Any]) -> float:
+        """Seconds this job's output must wait for room (0: it may write now); checks free space every few seconds."""
+        job_id, now = job["id"], time.time()
+        wait = self.disk.wait(job_id, now)
+        if wait > 0 or (job_id not in self.disk.waiting and now - self.free_checked.get(job_id, 0.0) < FREE_CHECK_S):
+            return wait
+        self.free_checked[job_id] = now
+        problem = await asyncio.get_running_loop().run_in_executor(None, space_problem, Path(job["out"]), self.min_free_mb)
+        if problem is None:
+            if self.disk.room(job_id):
+                log.info("job %s: its output has room again", job_id)
+                self.events.emit("job_resumed", job=job_id, reason="the output has room again")
+            return 0.0
+        self.output_full(job, problem)
+        return self.disk.wait(job_id, time.time())
+
+    def output_full(self, job: dict[str, Any], reason: str) -> float:
+        """The job's output cannot take images: the job waits (status says why) until a check finds room."""
+        new = job["id"] not in self.disk.waiting
+        retry_at = self.disk.full(job["id"], reason, time.time())
+        if new:
+            log.warning("job %s waits for its output: %s", job["id"], reason)
+            self.events.emit("job_waiting", job=job["id"], reason=reason)
+        return retry_at
+
     async def assign(self, handle: WorkerHandle, task: dict[str, Any], job: dict[str, Any], path: Path) -> None:
+        site = site_of(job)
+        key = task_key(job["id"], task["index"]).decode()
+        self.limits.take(site, handle.account, key, time.time())
+        self.outages.sending(site)
         handle.state, handle.task, handle.task_started = BUSY, task, time.monotonic()
+        handle.last_dispatch = time.monotonic()
         self.running_per_job[job["id"]] += 1
         try:
             url = await self.site_urls(job)
             await self.fleet.send(handle, {
-                "t": "task", "key": task_key(job["id"], task["index"]).decode(), "prompt": task["prompt"],
-                "path": str(path), "site": job.get("profile") or job["site"], "url": url,
-                "deadline_s": self.deadline_s})
+                "t": "task", "key": key, "prompt": task["prompt"], "path": str(path), "site": job.get("profile") or job["site"],
+                "url": url, "deadline_s": self.deadline_s,
+                "answer_s": self.limits.answer_deadline(site, answer_cap(job.get("profile"), self.deadline_s))})
         except (ConnectionError, OSError) as exc:
             # The worker is going away; its exit hook puts the task back.
             log.warning("could not hand a task to worker %d: %s", handle.wid, exc)
 
-    async def put_back(self, task: dict[str, Any]) -> None:
+    async def put_back(self, task: dict[str, Any], **fields: Any) -> None:
         """Return a claimed task that never reached a worker, without charging its attempt."""
-        outcome = await self.store("finish", task_key(task["job"], task["index"]), TaskState.PENDING,
-                                   worker=None, budget=task["budget"] + 1)
+        state = TaskState.RETRY_WAIT if "ready_at" in fields else TaskState.PENDING
+        outcome = await self.store("finish", task_key(task["job"], task["index"]), state,
+                                   worker=None, budget=task["budget"] + 1, **fields)
         if outcome:
             self.job_changed(outcome[1])
 
@@ -170,6 +239,21 @@ class Scheduler:
         await self.record_done(task, None, {
             "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
             "started": task["started"], "finished": time.time()}, adopted=True)
+
+    async def write_held(self, task: dict[str, Any], job: dict[str, Any], path: Path, data: bytes) -> None:
+        """Write an image a worker made while the output was full, now that there may be room."""
+        key = task_key(task["job"], task["index"])
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, outputs.write_atomic, path, data)
+        except OSError as exc:
+            reason = f"cannot write {path.name} in {job['out']}: {exc.strerror}"
+            await self.put_back(task, ready_at=self.output_full(job, reason), error=reason, error_kind=DISK)
+            return
+        self.held.drop(key)
+        log.info("task %s: wrote the image held while its output was full", key.decode())
+        await self.record_done(task, None, {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
+                                            "bytes": len(data), "started": task["started"], "finished": time.time()},
+                               adopted=False)
 
     async def on_message(self, handle: WorkerHandle, msg: dict[str, Any]) -> None:
         if msg.get("t") == "hello":
@@ -184,33 +268,111 @@ class Scheduler:
             log.warning("worker %d reported a task it was not given (%r)", handle.wid, key)
             return
         self._release(handle)
-        if handle.state == BUSY:
-            handle.state = IDLE
+        job = self.jobs.get(task["job"], {})
+        site, now = site_of(job), time.time()
+        kind = str(msg.get("kind"))
+        self.pace(handle, site, key.decode(), msg, now)
         if msg.get("ok"):
             handle.tasks_done += 1
             handle.failures_in_row = 0
             handle.restart_streak = 0
-            fields = {k: msg[k] for k in ("file", "sha256", "bytes", "started", "finished")}
-            self.limits.on_success(site_of(self.jobs.get(task["job"], {})))
-            await self.record_done(task, handle.wid, fields, adopted=bool(msg.get("adopted")))
+            work: Callable[[], Awaitable[None]] = lambda: self.record_done(
+                task, handle.wid, {k: msg[k] for k in ("file", "sha256", "bytes", "started", "finished")},
+                adopted=bool(msg.get("adopted")))
         else:
-            await self.record_failure(handle, task, key, msg)
+            handle.last_error = f"{kind}: {msg.get('error')}"
+            decision = self.decide(task, job, site, msg, now)
+            # The worker's fate is settled before any await, so no task is handed to a worker about to restart.
+            self.judge_worker(handle, decision, kind, str(msg.get("blame") or "worker"))
+            work = lambda: self.record_failure(handle.wid, task, key, msg, decision)
+        if handle.state == BUSY:
+            handle.state = IDLE
+        await self.settle(work)
         if handle.retire:
             self.fleet.retire(handle)
         self.kick()
+
+    def pace(self, handle: WorkerHandle, site: str, key: str, msg: dict[str, Any], now: float) -> None:
+        """Tell pacing what became of a send: refused, or answered (and how fast)."""
+        kind = msg.get("kind")
+        if kind != UNREACHABLE and self.outages.reached(site):
+            log.info("site %s answers again", site)
+            self.events.emit("site_up", site=site)
+        if msg.get("adopted"):
+            return
+        if kind == RATE_LIMIT:
+            if self.limits.on_rate_limit(site, handle.account, key, msg.get("sent_at"), msg.get("wait_s"),
+                                         str(msg.get("error") or ""), now):
+                pace = self.limits.view(now)["sites"].get(site) or {}
+                log.info("site %s: congestion signal %d (account %s, sent %.2f, wait %s); learned %s, scope %s",
+                         site, pace.get("signals"), handle.account, msg.get("sent_at") or 0.0, msg.get("wait_s"),
+                         pace.get("window"), pace.get("scope"))
+                self.events.emit("pace_signal", site=site, worker=handle.wid, pace=pace)
+        elif kind != UNREACHABLE:
+            self.limits.on_answer(site, handle.account, key, msg.get("sent_at"),
+                                  msg.get("answer_s") if msg.get("ok") or kind == DISK else None, now, bool(msg.get("ok")))
+
+    def decide(self, task: dict[str, Any], job: dict[str, Any], site: str, msg: dict[str, Any], now: float) -> Decision:
+        kind = str(msg.get("kind"))
+        wait = msg.get("wait_s")
+        if kind == UNREACHABLE:
+            first = site not in self.outages.down
+            wait = self.outages.failed(site, str(msg.get("error")), now) - now
+            if first:
+                log.warning("site %s cannot be reached; its tasks wait %.0f s: %s", site, wait, msg.get("error"))
+                self.events.emit("site_down", site=site, reason=msg.get("error"), retry_in_s=round(wait, 1))
+        elif kind == DISK:
+            if isinstance(msg.get("data"), bytes):
+                self.held.hold(task_key(task["job"], task["index"]), msg["data"])
+            wait = self.output_full(job, str(msg.get("error"))) - now
+        return self.policy.decide(task, kind, wait, now)
+
+    def judge_worker(self, handle: WorkerHandle, decision: Decision, kind: str, blame: str) -> None:
+        """A failure's consequence for the worker: blocked, restarted after 3 of its own in a row, or none."""
+        if decision.block_worker:
+            self.fleet.block(handle, handle.last_error)
+            self.events.emit("worker_blocked", worker=handle.wid, reason=handle.last_error)
+        elif kind in WORKER_FAILURES and blame != "site":
+            handle.failures_in_row += 1
+            if handle.failures_in_row >= FAILURES_BEFORE_RESTART:
+                log.warning("worker %d failed %d tasks in a row; restarting it", handle.wid, handle.failures_in_row)
+                self.fleet.restart(handle, f"{handle.failures_in_row} failures in a row")
+
+    async def settle(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Record an outcome; one the store cannot take now is kept and tried again, never lost or left running."""
+        try:
+            await work()
+        except Exception:
+            log.exception("could not record a task's outcome; trying again in %.0f s", RECORD_RETRY_S)
+            self.unrecorded.append(work)
+
+    async def record_leftovers(self) -> None:
+        pending, self.unrecorded = self.unrecorded, []
+        for work in pending:
+            await self.settle(work)
 
     async def record_done(self, task: dict[str, Any], worker: int | None, fields: dict[str, Any], adopted: bool) -> None:
         """Write the manifest line, then mark the task done in the store.
 
         In that order, a job seen as ended (by status or --wait) always has its
         whole manifest; a crash in between leaves a line that the start-up
-        reconciliation removes, or keeps once the image is adopted.
+        reconciliation removes, or keeps once the image is adopted.  A manifest
+        that cannot be written sends the task back (its image stays, to be
+        adopted) and the job waits for room.
         """
         loop = asyncio.get_running_loop()
         job = await self.job(task["job"])
         record = manifest_record(task | fields | {"worker": worker})
-        await loop.run_in_executor(None, outputs.append_manifest, Path(job["out"]), record)
         key = task_key(task["job"], task["index"])
+        try:
+            await loop.run_in_executor(None, outputs.append_manifest, Path(job["out"]), record)
+        except OSError as exc:
+            reason = f"cannot write the manifest in {job['out']}: {exc.strerror}"
+            outcome = await self.store("finish", key, TaskState.RETRY_WAIT, ready_at=self.output_full(job, reason),
+                                       budget=task["budget"] + 1, error=reason, error_kind=DISK, worker=None)
+            if outcome:
+                self.job_changed(outcome[1])
+            return
         outcome = await self.store("finish", key, TaskState.DONE, error=None, error_kind=None, worker=worker, **fields)
         if not outcome:
             # The task was no longer running (its job was cancelled, say): take the line back out.
@@ -223,14 +385,11 @@ class Scheduler:
                          worker=worker, attempts=task["attempts"], adopted=adopted)
         self.job_changed(job)
 
-    async def record_failure(self, handle: WorkerHandle, task: dict[str, Any], key: bytes, msg: dict[str, Any]) -> None:
+    async def record_failure(self, wid: int, task: dict[str, Any], key: bytes, msg: dict[str, Any],
+                             decision: Decision) -> None:
         kind = str(msg.get("kind"))
-        handle.last_error = f"{kind}: {msg.get('error')}"
-        decision = self.policy.decide(task, kind, msg.get("wait_s"), time.time())
-        if kind == RATE_LIMIT:
-            cool = (decision.ready_at or time.time()) - time.time()
-            self.limits.on_rate_limit(site_of(self.jobs.get(task["job"], {})), handle.wid, cool, time.monotonic(), time.time())
-        log.info("task %s failed on worker %d (%s); now %s", key.decode(), handle.wid, handle.last_error, decision.state.value)
+        log.info("task %s failed on worker %d (%s: %s); now %s", key.decode(), wid, kind, msg.get("error"),
+                 decision.state.value)
         fields: dict[str, Any] = {"error": msg.get("error"), "error_kind": kind, "ready_at": decision.ready_at,
                                   "finished": msg.get("finished")}
         if decision.refund:
@@ -241,19 +400,10 @@ class Scheduler:
         if outcome:
             failed, job = outcome
             self.events.emit("task_failed" if decision.state == TaskState.FAILED else "task_retry", job=job["id"],
-                             index=failed["index"], prompt=failed["prompt"], worker=handle.wid, attempts=failed["attempts"],
-                             error=msg.get("error"), error_kind=kind, retry_at=decision.ready_at)
+                             index=failed["index"], prompt=failed["prompt"], worker=wid, attempts=failed["attempts"],
+                             error=msg.get("error"), error_kind=kind, retry_at=decision.ready_at,
+                             frozen_cpu_s=msg.get("frozen_cpu_s"))
             self.job_changed(job)
-        if decision.block_worker:
-            self.fleet.block(handle, handle.last_error)
-            self.events.emit("worker_blocked", worker=handle.wid, reason=handle.last_error)
-        elif kind in WORKER_FAILURES:
-            handle.failures_in_row += 1
-            if handle.failures_in_row >= FAILURES_BEFORE_RESTART:
-                log.warning("worker %d failed %d tasks in a row; restarting it", handle.wid, handle.failures_in_row)
-                self.fleet.restart(handle, f"{handle.failures_in_row} failures in a row")
-        else:
-            handle.failures_in_row = 0
 
     async def on_exit(self, handle: WorkerHandle) -> None:
         """A worker died: its task goes back to pending (its attempt refunded when we stopped it on purpose)."""
@@ -264,7 +414,7 @@ class Scheduler:
             return
         self._release(handle)
         fields: dict[str, Any] = {"worker": None}
-        if self.fleet.stopping or handle.retire:
+        if self.fleet.stopping or handle.retire or handle.deliberate:
             fields["budget"] = task["budget"] + 1  # we ended it on purpose
         outcome = await self.store("finish", task_key(task["job"], task["index"]), TaskState.PENDING, **fields)
         if outcome:
@@ -276,8 +426,41 @@ class Scheduler:
         handle.task = None
         handle.task_started = None
 
+    async def save_pacing(self, force: bool = False) -> None:
+        """Keep what pacing learned in the store, so a restart starts from it."""
+        if not (force or (self.limits.changed and time.monotonic() - self.pacing_saved >= PACING_SAVE_S)):
+            return
+        self.pacing_saved = time.monotonic()
+        self.limits.prune(time.time())
+        await self.store("save_pacing", self.limits.state())
+
     def rate_per_min(self, job_id: str) -> float:
         return moving_rate_per_min(self.finish_times.get(job_id, ()), time.monotonic(), RATE_WINDOW_S)
+
+    def pacing_view(self, now: float) -> dict[str, Any]:
+        view = self.limits.view(now)
+        for site, outage in self.outages.view(now).items():
+            view["sites"].setdefault(site, {})["unreachable"] = outage
+        return view
+
+    def waiting_view(self, job_id: str) -> dict[str, Any] | None:
+        return self.disk.view(job_id, time.time())
+
+
+def space_problem(out: Path, min_free_mb: float) -> str | None:
+    """Why the output directory cannot take images now, or None when it can."""
+    try:
+        st = os.statvfs(out)
+    except FileNotFoundError:
+        return None  # not made yet: the worker's write makes it, or says why it cannot
+    except OSError as exc:
+        return f"cannot read {out}: {exc.strerror}"
+    free_mb = st.f_bavail * st.f_frsize / 2**20
+    if free_mb < min_free_mb:
+        return f"only {free_mb:.1f} MB free on {out} (min_free_mb = {min_free_mb:g})"
+    if st.f_flag & os.ST_RDONLY:
+        return f"{out} is on a read-only filesystem"
+    return None
 
 
 def site_of(job: dict[str, Any]) -> str:

@@ -341,6 +341,14 @@ class Store:
             txn.put(b"browsers", _pack(browsers), db=self.meta)
         self._write(txn_fn)
 
+    def save_pacing(self, state: dict[str, Any]) -> None:
+        """What pacing learned (limits.Limits.state()), so a restart starts from it."""
+        self._write(lambda txn: txn.put(b"pacing", _pack(state), db=self.meta))
+
+    def load_pacing(self) -> dict[str, Any] | None:
+        raw = self._read(lambda txn: txn.get(b"pacing", db=self.meta))
+        return None if raw is None else _unpack(raw)
+
     def record_browser_clear(self) -> None:
         self._write(lambda txn: txn.put(b"browsers", _pack({}), db=self.meta))
 

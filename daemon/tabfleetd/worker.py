@@ -3,13 +3,15 @@
 Started by the fleet through a spawn context.  It talks to the daemon only
 through its Channel:
 
-    daemon -> worker  {"t": "task", "key", "prompt", "path", "site", "url", "deadline_s"}
+    daemon -> worker  {"t": "task", "key", "prompt", "path", "site", "url", "deadline_s", "answer_s"}
                       {"t": "login", "url", "display", "args"}   open the profile headed until the person closes it
                       {"t": "stop"}
     worker -> daemon  {"t": "hello", "pid", "browser": {"pid", "pgid", "profile"}}
                       {"t": "hb", "rss_mb"}
-                      {"t": "result", "key", "ok": true, "file", "sha256", "bytes", "adopted", "started", "finished"}
-                      {"t": "result", "key", "ok": false, "error", "kind", "wait_s", "started", "finished"}
+                      {"t": "result", "key", "ok": true, "file", "sha256", "bytes", "adopted", "started", "finished",
+                       "sent_at", "answer_s"}
+                      {"t": "result", "key", "ok": false, "error", "kind", "wait_s", "blame", "started", "finished",
+                       "sent_at", "frozen_cpu_s", "data" (disk: the image that could not be written)}
                       {"t": "fatal", "error", "code"}   the worker cannot run at all
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import hashlib
 import logging
 import os
@@ -37,7 +40,7 @@ from .display import VirtualDisplay
 from .errors import BrowserError, SiteError
 from .outputs import write_atomic
 from .sites import adapter_for
-from .sites.base import CRASH, TIMEOUT, SiteAdapter
+from .sites.base import CRASH, SITE, TIMEOUT, WORKER, SiteAdapter
 
 log = logging.getLogger("tabfleetd.worker")
 
@@ -46,6 +49,10 @@ IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF", b"GIF8")
 
 EXIT_OK = 0
 EXIT_BROWSER = 3  # Chromium could not be started
+DISK = "disk"
+# Errors writing an image that are the output's, not the prompt's: the job waits for room, the image is kept.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.ENOENT,
+                         errno.ENOTDIR})
 
 
 def die_with_parent() -> None:
@@ -217,25 +224,62 @@ class Worker:
         deadline = time.monotonic() + float(msg["deadline_s"])
         path = Path(msg["path"])
         reply: dict[str, Any] = {"t": "result", "key": msg["key"], "started": started}
+        data = b""
         try:
             if path.exists():
                 data, adopted = path.read_bytes(), True
             else:
                 await self.rotate_if_due()
                 data, adopted = await self.generate(msg, deadline), False
-                write_atomic(path, data)
                 self.browser_tasks += 1
+                write_atomic(path, data)
                 await self.clear_cache()
         except SiteError as exc:
+            frozen_cpu = self.renderer_cpu_s() if exc.frozen else None
             if exc.kind in (TIMEOUT, CRASH):
                 await self.recycle_quietly()
-            return reply | {"ok": False, "error": str(exc), "kind": exc.kind, "wait_s": exc.wait_s, "finished": time.time()}
+            return reply | {"ok": False, "error": str(exc), "kind": exc.kind, "wait_s": exc.wait_s, "blame": exc.blame,
+                            "frozen_cpu_s": frozen_cpu, "finished": time.time()} | self.send_times()
+        except OSError as exc:
+            if data and exc.errno in DISK_ERRNOS:
+                # The image exists but the output cannot take it: hand it to the daemon, never make it again.
+                log.warning("task %s: cannot write %s: %s", msg["key"], path, exc.strerror)
+                return reply | {"ok": False, "error": f"cannot write {path.name}: {exc.strerror}", "kind": DISK,
+                                "wait_s": None, "blame": SITE, "data": data, "finished": time.time()} | self.send_times()
+            log.warning("task %s: %s: %s", msg["key"], type(exc).__name__, exc)
+            await self.recycle_quietly()
+            return reply | {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": CRASH, "wait_s": None,
+                            "blame": WORKER, "finished": time.time()}
         except Exception as exc:  # a dead browser surfaces as many pyppeteer/websockets types
             log.warning("task %s: %s: %s", msg["key"], type(exc).__name__, exc)
             await self.recycle_quietly()
-            return reply | {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": CRASH, "wait_s": None, "finished": time.time()}
+            return reply | {"ok": False, "error": f"{type(exc).__name__}: {exc}", "kind": CRASH, "wait_s": None,
+                            "blame": WORKER, "finished": time.time()}
         return reply | {"ok": True, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
-                        "bytes": len(data), "adopted": adopted, "finished": time.time()}
+                        "bytes": len(data), "adopted": adopted, "finished": time.time()} | ({} if adopted else self.send_times())
+
+    def send_times(self) -> dict[str, Any]:
+        """When the prompt really went out and how long its answer took, for the daemon's pacing and deadlines."""
+        adapter = self.adapter
+        return {"sent_at": getattr(adapter, "sent_at", None), "answer_s": getattr(adapter, "answered_in", None)}
+
+    def renderer_cpu_s(self) -> float | None:
+        """CPU seconds the browser's renderers have used: read just before a frozen page is killed."""
+        if self.chromium.pid is None:
+            return None
+        try:
+            procs = psutil.Process(self.chromium.pid).children(recursive=True)
+        except psutil.Error:
+            return None
+        total = 0.0
+        for proc in procs:
+            try:
+                if "--type=renderer" in proc.cmdline():
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            except psutil.Error:
+                continue
+        return round(total, 2)
 
     async def recycle_quietly(self) -> None:
         try:
@@ -247,6 +291,8 @@ class Worker:
     async def generate(self, msg: dict[str, Any], deadline: float) -> bytes:
         """Open the site if needed and run one prompt, racing the deadline and Chromium's death."""
         adapter = adapter_for(msg["site"], self.adapter, self.config.state_dir / "snapshots" / f"worker-{self.wid}", self.wid)
+        adapter.freeze_s = self.config.frozen_page_s
+        adapter.sent_at = adapter.answered_in = None  # nothing from an earlier task may be reported for this one
         async with self.browser_lock:  # an idle-time browser restart may still be under way
             await self.use_site_browser(adapter)
             if self.page is None:
@@ -264,7 +310,7 @@ class Worker:
         assert adapter is not None
         if adapter.opened_url != url:
             await adapter.open(self.page, url, min(self.config.cdp_timeout_s, max(1.0, deadline - time.monotonic())))
-        return await adapter.generate(self.page, msg["prompt"], deadline, self.config.cdp_timeout_s)
+        return await adapter.generate(self.page, msg["prompt"], deadline, self.config.cdp_timeout_s, msg.get("answer_s"))
 
     async def use_site_browser(self, adapter: SiteAdapter) -> None:
         """Restart Chromium when the site needs another mode: headed (on DISPLAY, else our own Xvfb) or other arguments.

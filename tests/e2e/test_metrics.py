@@ -58,6 +58,11 @@ def test_metrics_after_a_batch_with_a_poison_prompt(module_daemon: Any) -> None:
     assert value(samples, "tabfleet_tasks_finished_total", outcome="done") == 6
     assert not [k for k in samples if k[0] == "tabfleet_job_tasks"], "finished jobs have no per-job series"
     assert value(samples, "tabfleet_memory_limit_bytes") > value(samples, "tabfleet_memory_used_bytes") > 0
+    # What pacing learned: six 0.2 s answers give the floor deadline; nothing was refused or unreachable.
+    assert value(samples, "tabfleet_site_answer_deadline_seconds", site="demo") == 5.0
+    assert value(samples, "tabfleet_site_rate_limit_answers_total", site="demo") == 0
+    assert value(samples, "tabfleet_site_unreachable", site="demo") == 0
+    assert value(samples, "tabfleet_account_cooling_seconds", account="worker-1") == 0
     assert value(samples, "tabfleet_memory_total_bytes") > 0
     assert value(samples, "tabfleet_worker_memory_bytes", worker="1") > 0
     assert value(samples, "process_resident_memory_bytes") > 0

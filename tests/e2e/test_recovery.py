@@ -178,16 +178,39 @@ def test_logged_out_worker_stops_taking_tasks_without_burning_attempts(make_daem
 
 
 def test_three_failures_in_a_row_restart_the_worker(make_daemon: Any) -> None:
-    """A worker that fails three tasks in a row is restarted, and its restarts show in status."""
+    """A worker whose browser fails three tasks in a row (Chromium killed) is restarted, and its restarts show in status."""
+    daemon = make_daemon(workers=1, config=FAST_RETRIES)
+    daemon.wait_workers_idle(1)
+    first_pid = daemon.call("workers")["workers"][0]["pid"]
+    prompts = [f"crashing {i}" for i in range(3)]
+    job = daemon.submit(prompts, "latency=2")
+    for crashes in range(1, 4):
+        daemon.wait_for(lambda: daemon.call("status", {"job": job})["jobs"][0]["running"] == 1, 60, "a running task")
+        time.sleep(0.5)  # into the site's 2 s answer
+        worker = daemon.call("workers")["workers"][0]
+        browser = next(p for p in psutil.Process(worker["pid"]).children() if "chrom" in p.name() or "setpriv" in p.name())
+        browser.kill()
+        daemon.wait_for(lambda: len(daemon.call("events", {"job": job, "kinds": ["task_retry"]})["events"]) == crashes, 30,
+                        f"crash {crashes} to be recorded")
+    status = daemon.wait_job(job)
+    assert status["done"] == len(prompts)
+    worker = daemon.call("workers")["workers"][0]
+    assert worker["restarts"] == 1 and worker["pid"] != first_pid, daemon.log_text()
+    tasks = daemon.call("tasks", {"job": job})["tasks"]
+    assert sum(t["attempts"] for t in tasks) == len(prompts) + 3, "each crash costs the attempt it cut short, nothing more"
+
+
+def test_site_errors_in_a_row_do_not_restart_the_worker(make_daemon: Any) -> None:
+    """Errors the site reports (a transient error message) are the site's, never counted against the worker."""
     daemon = make_daemon(workers=1, config=FAST_RETRIES | {"max_attempts": 1})
     daemon.wait_workers_idle(1)
     first_pid = daemon.call("workers")["workers"][0]["pid"]
-    prompts = [f"bad {i} [[error]]" for i in range(3)] + ["good one"]
+    prompts = [f"bad {i} [[error]]" for i in range(4)] + ["good one"]
     job = daemon.submit(prompts, "latency=0.1")
     status = daemon.wait_job(job)
-    assert (status["done"], status["failed"]) == (1, 3)
+    assert (status["done"], status["failed"]) == (1, 4)
     worker = daemon.call("workers")["workers"][0]
-    assert worker["restarts"] == 1 and worker["pid"] != first_pid
+    assert worker["restarts"] == 0 and worker["pid"] == first_pid
 
 
 def test_sigterm_requeues_in_flight_tasks_without_charging_them(make_daemon: Any) -> None:

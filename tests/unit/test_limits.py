@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tabfleetd.limits import AimdRate, Limits, TokenBucket
@@ -62,32 +64,75 @@ def test_aimd_has_a_floor() -> None:
 
 
 def test_limits_cool_the_account_that_was_rate_limited() -> None:
-    """A rate limit cools down only the account that got it, for the stated time."""
+    """A rate limit cools down only the account that got it, for the stated time from its send."""
     limits = Limits(0, 0)
-    limits.on_rate_limit("demo", account=1, cool_s=30.0, now=10.0, wall_now=1000.0)
-    assert limits.cooling(1, 1000.0) == 30.0 and limits.cooling(2, 1000.0) == 0.0
-    assert limits.account_view(1, 1010.0) == {"state": "cooling", "cooling_until": 1030.0}
-    assert limits.account_view(1, 1031.0)["state"] == "active"
+    limits.take("demo", "a", "k1", 995.0)
+    limits.on_rate_limit("demo", "a", "k1", sent_at=1000.0, wait_s=30.0, message="try again in 30 seconds", now=1001.0)
+    assert limits.cooling("a", 1000.0) == 30.0 and limits.cooling("b", 1000.0) == 0.0
+    assert limits.account_view("a", 1010.0)["state"] == "cooling"
+    assert limits.account_view("a", 1010.0)["cooling_until"] == 1030.0
+    assert limits.account_view("a", 1031.0)["state"] == "active"
     assert limits.view(1000.0)["sites"]["demo"]["rate_limit_hits"] == 1
 
 
-def test_limits_pace_a_site_after_a_rate_limit() -> None:
-    """After a rate limit the site's shared bucket spaces prompts from every account."""
+def test_a_quota_cools_its_account_and_leaves_the_site_alone() -> None:
+    """A wait of hours is a plan quota: that account waits, the site's pace and the other accounts do not."""
     limits = Limits(0, 0)
-    for t in range(10):
-        limits.take("demo", account=t % 2, now=float(t))
-    assert limits.wait("demo", 0, 10.0) == 0.0
-    limits.on_rate_limit("demo", account=0, cool_s=5.0, now=10.0, wall_now=10.0)
-    current = limits.site("demo").rate.current
-    assert current is not None and 1.0 <= current < 60.0
-    limits.take("demo", 1, 10.0)
-    assert limits.wait("demo", 1, 10.0) == pytest.approx(60.0 / current)
-    assert limits.wait("other-site", 1, 10.0) == 0.0
+    for i in range(5):
+        limits.take("demo", "a", f"k{i}", float(i))
+        limits.on_answer("demo", "a", f"k{i}", float(i), 1.0, float(i) + 1)
+    limits.take("demo", "a", "q", 10.0)
+    assert not limits.on_rate_limit("demo", "a", "q", 10.0, 23 * 3600.0, "resets in 23 hours", 11.0)
+    assert limits.cooling("a", 12.0) > 22 * 3600
+    assert limits.account_view("a", 12.0)["quota"] == "resets in 23 hours"
+    assert limits.wait("demo", "b", 12.0) == 0.0
+    assert limits.site("demo").window.estimate is None and limits.site("demo").signals == 0
+
+
+def test_configured_site_rate_spaces_every_account() -> None:
+    """site_rate_per_min is one bucket for all accounts together."""
+    limits = Limits(60.0, 0)
+    limits.take("demo", "a", "k1", 100.0)
+    assert limits.wait("demo", "b", 100.0) == pytest.approx(1.0)
+    assert limits.wait("demo", "b", 101.0) == 0.0
+    assert limits.wait("other-site", "b", 100.0) == 0.0
+
+
+def test_a_refusal_without_a_stated_wait_halves_the_achieved_rate_once() -> None:
+    """With no wait to learn a window from, AIMD halves the rate, once per signal, not once per refusal."""
+    limits = Limits(0, 0)
+    limits.site("demo", "site")
+    for i in range(30):
+        limits.take("demo", f"w{i % 3}", f"k{i}", float(i))
+        limits.on_answer("demo", f"w{i % 3}", f"k{i}", float(i), 1.0, float(i) + 1)
+    for i, account in enumerate(("w0", "w1", "w2")):
+        limits.take("demo", account, f"r{i}", 30.0 + i / 10)
+    for i, account in enumerate(("w0", "w1", "w2")):
+        limits.on_rate_limit("demo", account, f"r{i}", 30.0 + i / 10, None, "too many requests", 31.0)
+    site = limits.site("demo")
+    assert site.signals == 1 and site.answers == 3
+    assert site.rate.current == pytest.approx(60.0 / 2, rel=0.1)  # the 30 sends above came one a second
 
 
 def test_account_rate_applies_per_account() -> None:
     """account_rate_per_min limits each account on its own."""
     limits = Limits(0, 30.0)
-    limits.take("demo", 1, 0.0)
-    assert limits.wait("demo", 1, 0.0) == pytest.approx(2.0)
-    assert limits.wait("demo", 2, 0.0) == 0.0
+    limits.take("demo", "1", "k", 0.0)
+    assert limits.wait("demo", "1", 0.0) == pytest.approx(2.0)
+    assert limits.wait("demo", "2", 0.0) == 0.0
+
+
+def test_what_was_learned_survives_a_restart(sim: Any) -> None:
+    """state() and restore() carry the learned window, scope, counts, coolings and answer times."""
+    limits = Limits(0, 0)
+    learned = sim.simulate(sim.SlidingSite(5, 10.0), 2, 0.2, 60.0)
+    learned.cooling_until["a0"] = 9e9
+    state = learned.state()
+    fresh = Limits(0, 0)
+    fresh.restore(state)
+    before, after = learned.view(0.0)["sites"]["s"], fresh.view(0.0)["sites"]["s"]
+    for key in ("window", "scope", "signals", "rate_limit_hits"):
+        assert after[key] == before[key], key
+    assert fresh.cooling("a0", 0.0) > 0
+    assert fresh.site("s").answer_clock.percentile() == learned.site("s").answer_clock.percentile()
+    assert limits.view(0.0)["sites"] == {}

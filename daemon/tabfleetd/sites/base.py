@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -16,6 +17,9 @@ from ..errors import SiteError
 # Failure classes an adapter may decide; the scheduler's policies key on them.
 TRANSIENT, RATE_LIMIT, PERMANENT, AUTH, TIMEOUT, CRASH = "transient", "rate_limit", "permanent", "auth", "timeout", "crash"
 CHALLENGE = "challenge"  # a bot check (e.g. Cloudflare's "Just a moment..."): a person must look
+UNREACHABLE = "unreachable"  # the site cannot be reached at all (DNS, refused, down): the site waits, not the prompt
+SITE, WORKER = "site", "worker"  # whose fault a failure is (SiteError.blame)
+PROBE_EVERY_S = 1.0
 
 _WAIT = re.compile(r"(?:try again|wait)\D{0,20}?(\d+(?:\.\d+)?)\s*(second|sec|s\b|minute|min|hour|h\b)", re.I)
 _UNIT_S = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -76,11 +80,30 @@ def captured_wait(groups: dict[str, Any], default_unit: str, fallback_s: float |
     return fallback_s if fallback_s is not None else stated_wait(message)
 
 
-async def call(page: Any, script: str, *args: Any, timeout: float) -> Any:
+async def frozen(page: Any, freeze_s: float) -> float:
+    """Return once the page's main thread has not answered a trivial probe for `freeze_s` seconds.
+
+    A page script that waits inside the page cannot say that the page froze: a
+    renderer stuck in a loop runs no timers.  Only the worker's side can notice.
+    Probe errors (a navigation, say) count as alive; only silence counts.
+    """
+    while True:
+        await asyncio.sleep(PROBE_EVERY_S)
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(page._client.send("Runtime.evaluate", {"expression": "0", "returnByValue": True}), freeze_s)
+        except asyncio.TimeoutError:
+            return time.monotonic() - started
+        except Exception:  # a navigation or a closing target: not a frozen page
+            continue
+
+
+async def call(page: Any, script: str, *args: Any, timeout: float, freeze_s: float | None = None) -> Any:
     """Run a page function and return its JSON value in one CDP round trip, with a deadline.
 
     pyppeteer's page.evaluate takes three (call, fetch the value, release the handle); a prompt's
-    cost is counted in round trips, so the page's scripts go through here.
+    cost is counted in round trips, so the page's scripts go through here.  With `freeze_s`, a
+    liveness probe runs beside it, so a frozen page is given up on within seconds, not at `timeout`.
     """
     async def once() -> Any:
         context = await page.mainFrame.executionContext()
@@ -92,10 +115,26 @@ async def call(page: Any, script: str, *args: Any, timeout: float) -> Any:
             raise ElementHandleError(f"Evaluation failed: {getExceptionMessage(reply['exceptionDetails'])}")
         return reply.get("result", {}).get("value")
 
+    if not freeze_s:
+        try:
+            return await asyncio.wait_for(once(), timeout)
+        except asyncio.TimeoutError:
+            raise SiteError(f"the page did not answer within {timeout:.0f} s", TIMEOUT) from None
+    work = asyncio.ensure_future(once())
+    probe = asyncio.ensure_future(frozen(page, freeze_s))
     try:
-        return await asyncio.wait_for(once(), timeout)
-    except asyncio.TimeoutError:
-        raise SiteError(f"the page did not answer within {timeout:.0f} s", TIMEOUT) from None
+        done, _ = await asyncio.wait({work, probe}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for fut in (work, probe):
+            if not fut.done():
+                fut.cancel()
+                fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody is left to hear it
+    if work in done:
+        return work.result()
+    if probe in done:
+        raise SiteError(f"the page froze: its renderer did not answer for {freeze_s:.0f} s", TIMEOUT,
+                        blame=SITE, frozen=True)
+    raise SiteError(f"the page did not answer within {timeout:.0f} s", TIMEOUT)
 
 
 async def cdp(page: Any, method: str, params: dict[str, Any], timeout: float) -> Any:

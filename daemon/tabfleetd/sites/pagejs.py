@@ -332,3 +332,24 @@ DOWNLOAD = "async (cfg, src) => {" + HELPERS + r"""
   const el = tf.all(cfg.result.selector, tf.scope(cfg) || document).find((e) => (e.currentSrc || e.src) === src);
   return el ? tf.grab(el, src) : {error: 'the image left the page before it was downloaded', kind: 'transient'};
 }"""
+
+# (cfg, ms) -> {ok} | {message}: wait for a bot check (or a login wall) to go away by itself.
+UNBLOCKED = "async (cfg, ms) => {" + HELPERS + r"""
+  const sels = cfg.conversation.ready.length ? cfg.conversation.ready : cfg.input.selectors;
+  const r = await tf.until(() => !tf.blocked(cfg) && tf.first(sels) ? {ok: true} : null, ms);
+  return r || {message: tf.blocked(cfg) || {index: -1, cls: 'challenge', text: 'the bot check did not clear', groups: {}}};
+}"""
+
+# (ms) -> {ok}: can the page reach its own site at all?  A network failure (not an HTTP error) is {ok: false}.
+REACH = r"""async (ms) => {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ms);
+  try {
+    await fetch(location.origin + '/', {method: 'HEAD', cache: 'no-store', mode: 'no-cors', signal: controller.signal});
+    return {ok: true};
+  } catch (e) {
+    return {ok: controller.signal.aborted ? null : false, error: String(e.message || e)};
+  } finally {
+    clearTimeout(timer);
+  }
+}"""

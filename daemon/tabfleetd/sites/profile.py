@@ -24,13 +24,22 @@ import pyppeteer.errors
 from .. import profiles
 from ..errors import SiteError
 from . import pagejs
-from .base import AUTH, CHALLENGE, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, SiteAdapter, call, captured_wait, cdp
+from .base import (AUTH, CHALLENGE, PERMANENT, RATE_LIMIT, SITE, TIMEOUT, TRANSIENT, UNREACHABLE, SiteAdapter, call,
+                   captured_wait, cdp)
 
 log = logging.getLogger(__name__)
 
 SNAPSHOTS_KEPT = 20  # per worker: enough to see a pattern, bounded over a week-long run
 RESPONSES_KEPT = 64
 _NAVIGATED = ("Execution context was destroyed", "Cannot find context", "Inspected target navigated")
+# Chromium's net errors that mean the site cannot be reached at all (not one request failing).
+_UNREACHABLE = ("ERR_NAME_NOT_RESOLVED", "ERR_NAME_RESOLUTION_FAILED", "ERR_CONNECTION_REFUSED", "ERR_CONNECTION_RESET",
+                "ERR_CONNECTION_CLOSED", "ERR_CONNECTION_TIMED_OUT", "ERR_CONNECTION_FAILED", "ERR_ADDRESS_UNREACHABLE",
+                "ERR_INTERNET_DISCONNECTED", "ERR_NETWORK_CHANGED", "ERR_PROXY_CONNECTION_FAILED", "ERR_TUNNEL_CONNECTION_FAILED",
+                "ERR_TIMED_OUT", "ERR_EMPTY_RESPONSE")
+_DOWN_STATUS = frozenset({502, 503, 504})
+REACH_TIMEOUT_S = 3.0
+ANSWER_MARGIN_S = 5.0  # the worker's own deadline on the answer and its download, past the page's
 _CLASSES = {"transient": TRANSIENT, "rate_limit": RATE_LIMIT, "permanent": PERMANENT, "auth": AUTH, "challenge": CHALLENGE}
 
 
@@ -70,6 +79,11 @@ class ProfileAdapter(SiteAdapter):
         self.rng = random.Random()
         self.responses: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._watched: Any = None
+        self.freeze_s: float | None = None  # set by the worker: how long a silent renderer counts as frozen
+        self.answer_s: float | None = None  # this task's answer deadline, from the scheduler
+        self.sent_at: float | None = None  # wall-clock time of the last send (for pacing)
+        self.answered_in: float | None = None  # seconds the last successful answer took (for answer deadlines)
+        self.budget_s = 0.0  # how long the page was given to answer the last send
 
     # -- opening ---------------------------------------------------------------
 
@@ -91,16 +105,41 @@ class ProfileAdapter(SiteAdapter):
     async def load(self, page: Any, url: str, budget: float) -> None:
         """Navigate and wait until the input (or ready) selector shows, or the page says why it cannot."""
         started = time.monotonic()
-        try:
-            await asyncio.wait_for(page.goto(url, {"waitUntil": "domcontentloaded", "timeout": budget * 1000}), budget + 1)
-        except (asyncio.TimeoutError, pyppeteer.errors.TimeoutError):
-            raise SiteError(f"{url} did not load within {budget:.0f} s", TIMEOUT) from None
-        except pyppeteer.errors.PageError as exc:
-            raise SiteError(f"cannot load {url}: {exc}", TRANSIENT) from None
+        await self.goto(page, url, budget)
         left = max(0.1, budget - (time.monotonic() - started))
         ready = await self.run(page, pagejs.READY, self.cfg, int(left * 1000), timeout=left + 2)
+        if self.challenged(ready):
+            ready = await self.pass_challenge(page, url, budget)
         if not ready.get("ok"):
             await self.fail(page, ready)
+
+    async def goto(self, page: Any, url: str, budget: float) -> None:
+        """Navigate; a site that cannot be reached at all is UNREACHABLE, not one failed prompt."""
+        try:
+            response = await asyncio.wait_for(page.goto(url, {"waitUntil": "domcontentloaded", "timeout": budget * 1000}),
+                                              budget + 1)
+        except (asyncio.TimeoutError, pyppeteer.errors.TimeoutError):
+            raise SiteError(f"{url} did not load within {budget:.0f} s", TIMEOUT, blame=SITE) from None
+        except pyppeteer.errors.PageError as exc:
+            unreachable = any(code in str(exc) for code in _UNREACHABLE)
+            raise SiteError(f"cannot load {url}: {exc}", UNREACHABLE if unreachable else TRANSIENT, blame=SITE) from None
+        status = getattr(response, "status", None)
+        if status in _DOWN_STATUS:
+            raise SiteError(f"{url} answered HTTP {status}: the site is down", UNREACHABLE, blame=SITE)
+
+    @staticmethod
+    def challenged(result: dict[str, Any]) -> bool:
+        return (result.get("message") or {}).get("cls") == CHALLENGE
+
+    async def pass_challenge(self, page: Any, url: str, budget: float) -> dict[str, Any]:
+        """A bot check: many clear themselves after a few seconds; wait, then load once more, before a person is needed."""
+        wait_s = float(self.profile["timeouts"].get("challenge_s", 15.0))
+        log.info("%s: a bot check is showing; waiting up to %.0f s for it to clear", self.name, wait_s)
+        cleared = await self.run(page, pagejs.UNBLOCKED, self.cfg, int(wait_s * 1000), timeout=wait_s + 2)
+        if cleared.get("ok"):
+            return cleared
+        await self.goto(page, url, budget)
+        return await self.run(page, pagejs.READY, self.cfg, int(budget * 1000), timeout=budget + 2)
 
     def watch_responses(self, page: Any) -> None:
         """With download.method = "response": keep the last image responses so their bodies can be read."""
@@ -119,12 +158,26 @@ class ProfileAdapter(SiteAdapter):
 
     # -- one prompt ------------------------------------------------------------
 
-    async def generate(self, page: Any, prompt: str, deadline: float, cdp_timeout: float) -> bytes:
+    async def generate(self, page: Any, prompt: str, deadline: float, cdp_timeout: float,
+                       answer_s: float | None = None) -> bytes:
         await self.pace(deadline)
+        self.answer_s, self.sent_at, self.answered_in = answer_s, None, None
         try:
             return await self.run_prompt(page, prompt, deadline, cdp_timeout)
+        except SiteError as exc:
+            if exc.kind in (TRANSIENT, TIMEOUT) and not exc.frozen and await self.unreachable(page):
+                raise SiteError(f"{self.opened_url or 'the site'} cannot be reached ({exc})", UNREACHABLE, blame=SITE) from None
+            raise
         finally:
             self.last_end = time.monotonic()
+
+    async def unreachable(self, page: Any) -> bool:
+        """After a failure: True when the site's own origin cannot be reached from the page at all."""
+        try:
+            reach = await call(page, pagejs.REACH, int(REACH_TIMEOUT_S * 1000), timeout=REACH_TIMEOUT_S + 1)
+        except Exception:  # the page itself is gone or stuck: that says nothing of the site
+            return False
+        return isinstance(reach, dict) and reach.get("ok") is False
 
     async def pace(self, deadline: float) -> None:
         """The profile's pause between prompts, with jitter; it counts toward the task deadline."""
@@ -163,13 +216,21 @@ class ProfileAdapter(SiteAdapter):
         remaining = self.left(deadline)
         if remaining <= 0:
             raise SiteError("task deadline passed before sending", TIMEOUT)
-        # The page gives up first, so that it can still say why (and a snapshot still fits).
+        # The page gives up first, so that it can still say why (and a snapshot still fits);
+        # the worker gives up shortly after whatever the page does: a frozen page runs no timers.
         budget = remaining - min(2.0, remaining * 0.25)
-        answer_s = float(self.profile["timeouts"]["answer_s"])
+        answer_s = self.answer_s or float(self.profile["timeouts"]["answer_s"])
         if answer_s > 0:
             budget = min(budget, answer_s)
         opts = {"pressed": pressed, "timeout_ms": int(budget * 1000)}
-        return await self.run(page, pagejs.SEND, self.cfg, prompt, opts, timeout=remaining + 1)
+        self.budget_s = budget
+        sent_at, started = time.time(), time.monotonic()
+        result = await self.run(page, pagejs.SEND, self.cfg, prompt, opts, timeout=min(remaining, budget + ANSWER_MARGIN_S))
+        if self.sent_at is None:
+            self.sent_at = sent_at
+        if "b64" in result or result.get("use_response"):
+            self.answered_in = time.monotonic() - started
+        return result
 
     async def image(self, page: Any, result: dict[str, Any], cdp_timeout: float) -> bytes:
         if result.get("use_response"):
@@ -208,27 +269,33 @@ class ProfileAdapter(SiteAdapter):
             if entry and entry["reload"]:
                 self.opened_url = None
             text = hit["text"]
+            if cls == CHALLENGE and self.opened_url is not None:
+                # A bot check in the middle of a prompt: the next prompt loads the page again and waits for
+                # the check to clear; only one that persists (at load) blocks the worker.
+                self.opened_url = None
+                raise SiteError(f"{text} (a bot check; the page is loaded again for the next prompt)", TRANSIENT, blame=SITE)
             if cls in (AUTH, CHALLENGE):
                 self.opened_url = None
                 text += "; " + (self.login_hint() if cls == AUTH else f"a person must pass the check: {self.login_hint(verb='open')}")
                 text += await self.snapshot(page, cls)
-            raise SiteError(text, cls, wait)
+            raise SiteError(text, cls, wait, blame=SITE)
         if "missing" in result:
             self.opened_url = None
             where = await self.snapshot(page, "missing-" + result["missing"])
             raise SiteError(f"no visible element matches {result['missing']} {result.get('selectors')}: the site may have "
-                            f"changed; fix the profile{where}", TRANSIENT)
+                            f"changed; fix the profile{where}", TRANSIENT, blame=SITE)
         if result.get("timeout"):
             where = await self.snapshot(page, "timeout")
-            raise SiteError(f"no finished image before the deadline (still busy: {'yes' if result.get('busy') else 'no'}, "
-                            f"new images: {result.get('ready', 0)} loaded of {result.get('images', 0)}"
-                            f"{'' if result.get('scope', True) else ', result.scope matched nothing'}){where}", TIMEOUT)
+            raise SiteError(f"no finished image within {self.budget_s:.0f} s (still busy: "
+                            f"{'yes' if result.get('busy') else 'no'}, new images: {result.get('ready', 0)} loaded of "
+                            f"{result.get('images', 0)}{'' if result.get('scope', True) else ', result.scope matched nothing'})"
+                            f"{where}", TIMEOUT, blame=SITE)
         if result.get("noimage"):
             answer = result.get("answer") or ""
             cls, wait = self.classify(answer)
             where = await self.snapshot(page, "no-image")
             raise SiteError(f"the reply holds no image (nothing new matches result.selector "
-                            f"{self.profile['result']['selector']!r}): {answer or '(no text)'}{where}", cls, wait)
+                            f"{self.profile['result']['selector']!r}): {answer or '(no text)'}{where}", cls, wait, blame=SITE)
         message = str(result.get("error") or f"unexpected answer from the page: {str(result)[:200]}")
         if result.get("reopen"):
             self.opened_url = None
@@ -264,7 +331,7 @@ class ProfileAdapter(SiteAdapter):
     async def run(self, page: Any, script: str, *args: Any, timeout: float) -> dict[str, Any]:
         """One page script; a navigation under our feet is transient, a broken script names its cause."""
         try:
-            result = await call(page, script, *args, timeout=max(0.1, timeout))
+            result = await call(page, script, *args, timeout=max(0.1, timeout), freeze_s=self.freeze_s)
         except pyppeteer.errors.ElementHandleError as exc:
             self.opened_url = None
             bad = "bad CSS selector" in str(exc)

@@ -126,7 +126,7 @@ CLOCK = "4:17 PM"
     ("This request may violate our content policies.", "permanent", None),
     ("toast:Something went wrong. Please try again.", "transient", None),
     ("toast:Your session expired, log in again.", "auth", None),
-    ("title:Just a moment...", "challenge", None),
+    ("title:Just a moment...", "transient", None),  # mid-prompt: the next prompt reloads and waits for the check
     ("Hmm, no picture today.", "transient", None),
 ])
 def test_each_message_class(harness: Any, tmp_path: Path, text: str, kind: str, wait: Any) -> None:
