@@ -296,7 +296,7 @@ class Limits:
     def state(self) -> dict[str, Any]:
         self.changed = False
         return {"sites": {n: s.state() | {"scope": s.learned, "answers": s.answers, "signals": s.signals,
-                                          "answer_times": s.answer_clock.state()}
+                                          "answer_times": s.answer_clock.state(), "answer_cap": self.answer_caps.get(n)}
                           for n, s in self.sites.items()},
                 "accounts": {n: a.state() for n, a in self.accounts.items()},
                 "cooling_until": dict(self.cooling_until), "quota": dict(self.quota)}
@@ -309,6 +309,8 @@ class Limits:
             limiter.answers = int(saved.get("answers") or 0)
             limiter.signals = int(saved.get("signals") or 0)
             limiter.answer_clock = AnswerClock.restore(list(saved.get("answer_times") or []))
+            if saved.get("answer_cap"):
+                self.answer_caps[name] = float(saved["answer_cap"])
         for name, saved in (state.get("accounts") or {}).items():
             self.account(name).restore(saved)
         self.cooling_until.update({str(k): float(v) for k, v in (state.get("cooling_until") or {}).items()})

@@ -280,3 +280,18 @@ def test_a_bot_check_that_persists_blocks_the_worker(make_daemon: Any) -> None:
     worker = daemon.wait_for(lambda: next((w for w in daemon.call("workers")["workers"] if w["state"] == "blocked"), None),
                              60, "the worker to be blocked")
     assert "moment" in worker["health"].lower(), worker
+
+
+def test_what_pacing_learned_survives_a_restart(make_daemon: Any) -> None:
+    """The learned window, the answer times and the counts are in the store: a restarted daemon starts from them."""
+    daemon = make_daemon(workers=2, config=FAST_RETRIES)
+    daemon.wait_workers_idle(2)
+    job = daemon.submit([f"kept {i}" for i in range(6)], "latency=0.3", "rate_limit=2/6")
+    daemon.wait_job(job, timeout=120)
+    learned = daemon.call("status")["limits"]["sites"]["demo"]
+    assert learned["window"] is not None, learned
+    daemon.stop()
+    daemon.start()
+    again = daemon.call("status")["limits"]["sites"]["demo"]
+    for key in ("window", "scope", "signals", "rate_limit_hits", "answers_seen"):
+        assert again.get(key) == learned.get(key), (key, learned, again)
