@@ -80,6 +80,12 @@ class SiteOutages:
         if outage is not None:
             outage.probing = True
 
+    def unanswered(self, site: str) -> None:
+        """A probe that ended saying nothing of the site (its worker died, its browser crashed): send another."""
+        outage = self.down.get(site)
+        if outage is not None:
+            outage.probing = False
+
     def view(self, now: float) -> dict[str, Any]:
         return {site: outage.view(now) for site, outage in self.down.items()}
 

@@ -36,6 +36,8 @@ RATE_WINDOW_S = 120.0
 # Failures that say something about the worker (not the site or the prompt); 3 in a row restart it.
 WORKER_FAILURES = frozenset({TRANSIENT, TIMEOUT, CRASH})
 FAILURES_BEFORE_RESTART = 3
+# Outcomes that do not show the site answering (so they neither end an outage nor confirm it).
+SAYS_NOTHING_OF_THE_SITE = frozenset({UNREACHABLE, TIMEOUT, CRASH, DISK})
 FREE_CHECK_S = 2.0  # how often a job's output filesystem is checked for free space
 PACING_SAVE_S = 5.0  # what pacing learned is saved at most this often
 RECORD_RETRY_S = 2.0
@@ -295,9 +297,12 @@ class Scheduler:
     def pace(self, handle: WorkerHandle, site: str, key: str, msg: dict[str, Any], now: float) -> None:
         """Tell pacing what became of a send: refused, or answered (and how fast)."""
         kind = msg.get("kind")
-        if kind != UNREACHABLE and self.outages.reached(site):
-            log.info("site %s answers again", site)
-            self.events.emit("site_up", site=site)
+        if msg.get("ok") or kind not in SAYS_NOTHING_OF_THE_SITE:
+            if self.outages.reached(site):
+                log.info("site %s answers again", site)
+                self.events.emit("site_up", site=site)
+        elif kind != UNREACHABLE:
+            self.outages.unanswered(site)
         if msg.get("adopted"):
             return
         if kind == RATE_LIMIT:
@@ -413,6 +418,7 @@ class Scheduler:
         if task is None:
             return
         self._release(handle)
+        self.outages.unanswered(site_of(self.jobs.get(task["job"], {})))
         fields: dict[str, Any] = {"worker": None}
         if self.fleet.stopping or handle.retire or handle.deliberate:
             fields["budget"] = task["budget"] + 1  # we ended it on purpose
