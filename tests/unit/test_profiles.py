@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -292,3 +293,19 @@ def test_describe_markdown_lists_every_key() -> None:
             assert f"| `{section + '.' if section else ''}{name}` |" in table
     for name in profiles.MESSAGE:
         assert f"| `[[messages]] {name}` |" in table
+
+
+def test_readme_profile_table_is_the_schema() -> None:
+    """The README's "Profile keys" table is exactly the generated one, so every key is explained there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert profiles.describe_markdown() in readme
+
+
+def test_readme_examples_are_valid_profiles() -> None:
+    """Both worked examples in the README pass the checks; the form one is the Gradio test's profile."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    examples = re.findall(r"```toml\n(.*?)```", readme.split("### Two worked examples", 1)[1], re.S)[:2]
+    chat, form = (profiles.parse(text, "example.toml") for text in examples)
+    assert chat["submit"]["confirm"] == ["composer_empty", "user_turn"] and form["submit"]["confirm"] == ["busy"]
+    stored = profiles.parse((Path(__file__).resolve().parents[2] / "tests/e2e/sites/gradio.toml").read_text(), "g.toml")
+    assert profiles.normalize(form | {"description": stored["description"]}) == stored

@@ -79,8 +79,8 @@ PREPARE = "async (cfg, prompt) => {" + HELPERS + r"""
       selection.addRange(range);
     }
     document.execCommand('delete');
-    // Editors that keep their own model may undo that, a moment later: then real keys.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Rich editors that keep their own model may undo that a moment later (then real keys); a plain box cannot.
+    if (input.isContentEditable) await new Promise((resolve) => setTimeout(resolve, 50));
     if (tf.text(input).trim() !== '') return {clear_keys: true};
   }
   return {ok: true};
