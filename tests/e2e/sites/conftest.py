@@ -52,7 +52,7 @@ class FixtureSite:
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._record])
-        app.add_routes([web.get("/chat", self._chat), web.get("/form", self._form), web.get("/app", self._app),
+        app.add_routes([web.get("/chat", self._chat), web.get("/form", self._form), web.get("/chatgpt", self._chatgpt), web.get("/app", self._app),
                         web.get("/login", self._login_page),
                         web.post("/login", self._login), web.get("/api/session", self._session),
                         web.post("/api/gen", self._gen), web.get("/img/{id}.png", self._image),
@@ -84,6 +84,9 @@ class FixtureSite:
 
     async def _form(self, request: web.Request) -> web.Response:
         return self._page(request, "form.html")
+
+    async def _chatgpt(self, request: web.Request) -> web.Response:
+        return self._page(request, "chatgpt.html")
 
     async def _app(self, request: web.Request) -> web.Response:
         """The chat behind a login: without the auth cookie it sends the browser to the login page."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tabfleetd import profiles
 from tabfleetd.demoimage import render_png
 from tabfleetd.errors import SiteError
 
@@ -144,3 +145,23 @@ def test_a_repeated_prompt_in_a_chat_with_one_url_per_prompt(harness: Any) -> No
     prompts = ["a snow globe", "a snow globe", "a snow globe"]
     results, _ = harness.drive(harness.profile(), harness.site.url(stable=1), prompts)
     assert results == [render_png(p) for p in prompts]
+
+
+def test_the_chatgpt_profile_on_an_imitation_of_its_2026_markup(harness: Any) -> None:
+    """The built-in chatgpt profile on pages/chatgpt.html: a role-changing submit button never clicked as voice mode,
+    the assistant section's messages (refusal, a cooldown in words), never the blurred preview, one image of three <img>,
+    and neither the sidebar title nor another conversation's toast read as an error."""
+    builtin = profiles.builtin("chatgpt")
+    url = harness.site.url("/chatgpt", latency=300)
+    profile = profiles.normalize(builtin | {
+        "start_url": url, "pacing": {"pause_s": 0, "jitter_s": 0},
+        "login": {"urls": [], "selectors": [], "probe_url": "", "probe_pattern": ""},  # no session API here
+        "busy": builtin["busy"] | {"settle_s": 0.3}, "result": builtin["result"] | {"grace_s": 1}}, "chatgpt")
+    prompts = ["a network error screen for a retro game", "a network error screen for a retro game",
+               "[[refuse]] a lighthouse", "[[cooldown]] a lighthouse", "[[other]] a quiet harbour"]
+    results, voice = harness.drive(profile, url, prompts, after="() => window.voiceStarted")
+    assert kinds(results) == ["image", "image", "permanent", "rate_limit", "image"], results
+    assert results[0] == results[1] == render_png(prompts[0]) and results[4] == render_png(prompts[4])
+    assert "did not follow our content policy" in str(results[2])
+    assert isinstance(results[3], SiteError) and results[3].wait_s == 3600
+    assert voice == 0, "the composer button was never clicked in its voice-mode role"
