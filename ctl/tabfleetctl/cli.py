@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,12 +64,12 @@ def main(ctx: click.Context, socket: str | None, timeout: float) -> None:
     ctx.obj = Ctx(socket, timeout)
 
 
-def parse_knobs(knobs: tuple[str, ...]) -> dict[str, str]:
+def parse_knobs(knobs: tuple[str, ...], hint: str = "--knob") -> dict[str, str]:
     out = {}
     for item in knobs:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--knob")
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint=hint)
         out[key.strip()] = value.strip()
     return out
 
@@ -80,18 +81,20 @@ def parse_knobs(knobs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--name", help="A name for the job (default: the file's name).")
 @click.option("--workers", type=click.IntRange(min=1), help="Use at most N workers for this job.")
 @click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE", help="A site knob, e.g. latency=2 (demo: latency, jitter, error_rate, error_message, rate_limit, hang_rate, lockup_rate, seed).")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A start-URL variable, e.g. host=10.0.0.5 or port=7860 (see the profile key 'vars').")
 @click.option("--json", "as_json", is_flag=True, help="Print {\"job\": ID, \"tasks\": N}.")
 @click.option("--wait", is_flag=True, help="Wait until the job ends; exit 1 if any task failed.")
 @pass_ctx
 def submit(ctx: Ctx, file: Path, site: str, out: Path | None, name: str | None, workers: int | None,
-           knobs: tuple[str, ...], as_json: bool, wait: bool) -> None:
+           knobs: tuple[str, ...], variables: tuple[str, ...], as_json: bool, wait: bool) -> None:
     """Queue every prompt in FILE (.txt, .csv with a 'prompt' column, or .jsonl)."""
     try:
         data = file.read_bytes()
     except OSError as exc:
         raise click.FileError(str(file), exc.strerror) from None
     args = {"filename": file.name, "data": data, **site_args(site), "out": str(out.resolve()) if out else None,
-            "cwd": os.getcwd(), "name": name, "workers": workers, "knobs": parse_knobs(knobs)}
+            "cwd": os.getcwd(), "name": name, "workers": workers, "knobs": parse_knobs(knobs),
+            "vars": parse_knobs(variables, "--var")}
     with ctx.client() as client:
         result = client.call("submit", args)
         if as_json:
@@ -480,16 +483,24 @@ def sites(click_ctx: click.Context, as_json: bool) -> None:
 
 @sites.command(name="check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--explain", is_flag=True, help="Also list every key with its value in this profile and what it means.")
 @pass_ctx
-def sites_check(ctx: Ctx, file: Path) -> None:
-    """Check a site profile file; every problem names its key (exit 1 when there are any)."""
+def sites_check(ctx: Ctx, file: Path, explain: bool) -> None:
+    """Check a site profile file; every problem names its key (exit 1 when there are any).
+
+    With --explain, every key follows: its value in this profile ('*' marks one set in the file, not a default)
+    and what it does. The README's "Profile keys" table says the same.
+    """
     try:
         text = file.read_bytes()
     except OSError as exc:
         raise click.FileError(str(file), exc.strerror) from None
-    result = ctx.call("sites_check", {"text": text, "filename": file.name})
+    result = ctx.call("sites_check", {"text": text, "filename": file.name, "explain": explain})
     if result["ok"]:
         click.echo(f"{file}: ok (site '{result['name']}')")
+        for row in result.get("keys") or []:
+            click.echo(f"\n{'  ' if row['default'] else '* '}{row['key']} = {row['value']}")
+            click.echo(textwrap.fill(row["doc"], width=100, initial_indent="    ", subsequent_indent="    "))
         return
     for problem in result["problems"]:
         click.echo(f"{file}: {problem}", err=True)
@@ -507,13 +518,14 @@ def sites_show(ctx: Ctx, name: str) -> None:
 @main.command()
 @click.option("--worker", "worker", type=click.IntRange(min=1), required=True, help="The worker whose browser profile to sign in.")
 @click.option("--site", default="chatgpt", show_default=True, help="The site: a built-in name or a profile file.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A start-URL variable, as for submit.")
 @pass_ctx
-def login(ctx: Ctx, worker: int, site: str) -> None:
+def login(ctx: Ctx, worker: int, site: str, variables: tuple[str, ...]) -> None:
     """Open a worker's browser profile in a visible window, so a person can sign in to the site once.
 
     Each worker has its own profile, so each worker holds one account. The window opens on the daemon's
     display (its DISPLAY); the worker takes tasks again once the window is closed.
     """
-    result = ctx.call("login", {"worker": worker, **site_args(site)})
+    result = ctx.call("login", {"worker": worker, **site_args(site), "vars": parse_knobs(variables, "--var")})
     click.echo(f"A browser window for worker {worker} is open on display {result['display']} at {result['url']}.\n"
                f"Sign in there, then close the window; worker {worker} then takes tasks again.")

@@ -87,8 +87,8 @@ class Commands:
                 "demo_url": demo.base_url if demo is not None else None}
 
     # submit {"filename": str, "data": bin, "site": str, "profile": str|nil (a profile file's TOML), "profile_file": str|nil,
-    #         "out": str|nil, "cwd": str, "name": str|nil, "workers": int|nil, "knobs": {str: str}}
-    #   -> {"job": id, "tasks": n, "out": dir}   the checked profile is stored on the job
+    #         "out": str|nil, "cwd": str, "name": str|nil, "workers": int|nil, "knobs": {str: str}, "vars": {str: str}|nil}
+    #   -> {"job": id, "tasks": n, "out": dir}   the checked profile is stored on the job, its start-URL variables bound
     @op("submit")
     async def submit(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
@@ -97,6 +97,7 @@ class Commands:
         data = data.encode() if isinstance(data, str) else data
         profile = self.profile_arg(args)
         site = profile["name"]
+        profile = profiles.bind_vars(profile, arg(args, "vars", dict, {}), dict(d.config.site_vars))
         knobs = arg(args, "knobs", dict, {})
         for key, value in knobs.items():
             if key not in profile["knobs"]:
@@ -287,25 +288,29 @@ class Commands:
         name = arg(args, "site", str)
         return {"name": name, "text": profiles.builtin_text(name)}
 
-    # sites_check {"text": str|bin, "filename": str} -> {"ok": bool, "name": str|nil, "problems": [str]}
-    #   each problem names its key, e.g. "key 'result.count' must be at least 1, not 0"
+    # sites_check {"text": str|bin, "filename": str, "explain": bool|nil}
+    #   -> {"ok": bool, "name": str|nil, "problems": [str], "keys": [{"key", "value", "default": bool, "doc"}]}
+    #   each problem names its key, e.g. "key 'result.count' must be at least 1, not 0"; with explain, "keys" lists
+    #   every key of the checked profile with its value, whether that is the default, and what it means
     @op("sites_check")
     async def sites_check(self, args: dict[str, Any], peer: Peer) -> Any:
         filename = arg(args, "filename", str, "profile.toml")
         try:
             profile = self.profile_arg({"site": "", "profile": arg(args, "text", (str, bytes)), "profile_file": filename})
         except ProfileError as exc:
-            return {"ok": False, "name": None, "problems": exc.problems}
-        return {"ok": True, "name": profile["name"], "problems": []}
+            return {"ok": False, "name": None, "problems": exc.problems, "keys": []}
+        keys = profiles.explain(profile) if arg(args, "explain", bool, False) else []
+        return {"ok": True, "name": profile["name"], "problems": [], "keys": keys}
 
-    # login {"worker": int, "site": str, "profile": str|nil, "profile_file": str|nil} -> {"worker", "url", "display"}
+    # login {"worker": int, "site": str, "profile": str|nil, "profile_file": str|nil, "vars": {str: str}|nil}
+    #   -> {"worker", "url", "display"}
     #   shows that worker's browser profile at the site's start URL on the daemon's display; the worker takes
     #   tasks again (even if it was blocked) once the person closes the window
     @op("login")
     async def login(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
         wid = arg(args, "worker", int)
-        profile = self.profile_arg(args)
+        profile = profiles.bind_vars(self.profile_arg(args), arg(args, "vars", dict, {}), dict(d.config.site_vars))
         display = d.config.display
         if not display:
             raise RequestError(

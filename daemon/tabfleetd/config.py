@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .profiles import var_problem
 
 
 def _key(default: Any, doc: str) -> Any:
@@ -63,6 +64,8 @@ class Config:
     housekeeping_interval_s: float = _key(600.0, "how often finished jobs are pruned, stale LMDB readers cleared and the store compacted")
     compact_free_ratio: float = _key(0.5, "compact the store once free pages are at least this share of its file (0: never)")
     compact_min_mb: int = _key(16, "never compact a store file smaller than this")
+    site_vars: tuple[tuple[str, str], ...] = _key((), "start-URL variables for every job, e.g. { host = \"10.0.0.5\", port = \"7860\" } "
+                                                       "(a job's --var wins; see the site profile key 'vars')")
     demo_host: str = _key("127.0.0.1", "address of the bundled demo site")
     demo_port: int = _key(0, "port of the bundled demo site (0: any free port)")
     dashboard_host: str = _key("127.0.0.1", "address of the read-only web dashboard (keep it on loopback: it has no login)")
@@ -94,6 +97,8 @@ def describe() -> str:
         default = f.default
         if default is None:
             lines.append(f"# {f.name} = ...")
+        elif f.name == "site_vars":
+            lines.append(f"{f.name} = {{}}")
         else:
             lines.append(f"{f.name} = {_toml_value(default)}")
     return "\n".join(lines)
@@ -117,6 +122,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, (str, Path)) or not str(value):
             raise ConfigError(f"{where} must be a path string")
         return Path(value).expanduser()
+    if name == "site_vars":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table of names and values, e.g. {{ host = \"10.0.0.5\" }}")
+        for var, var_value in value.items():
+            problem = var_problem(var, var_value)
+            if problem:
+                raise ConfigError(f"{where}: {problem}")
+        return tuple(sorted(value.items()))
     if name in {"socket_group", "chromium", "display"}:
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{where} must be a string")

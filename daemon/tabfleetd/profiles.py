@@ -26,11 +26,15 @@ from .errors import BadArgs, ProfileError
 
 BUILTIN_DIR = Path(__file__).parent / "sites"
 CLASSES = ("transient", "rate_limit", "permanent", "auth", "challenge")
-PLACEHOLDERS = ("demo", "job")
+PLACEHOLDERS = ("demo", "job")  # filled by the daemon; every other placeholder is a start-URL variable
+STANDARD_VARS = ("host", "port")  # variables any profile may use without declaring them in `vars`
 MAX_TEXT = 64 * 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _KEY_PART = re.compile(r"[A-Za-z0-9]+")
 _MODIFIERS = {"Control", "Shift", "Alt", "Meta"}
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+# A variable's value goes into the URL as it is: no spaces, and nothing that would end the host or path early.
+_VAR_VALUE = re.compile(r"[A-Za-z0-9._~:/%+=,\[\]-]{1,300}")
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "name": Key("name", None, "the profile's name, shown in status and used for pacing (default: the file's name)"),
         "description": Key("str", "", "one line shown by `tabfleetctl sites`"),
-        "start_url": Key("url", None, "the page prompts are typed into; `{demo}` is the bundled demo site, `{job}` the job id",
-                         required=True),
+        "start_url": Key("url", None, "the page prompts are typed into; `{demo}` is the bundled demo site, `{job}` the job id, "
+                         "`{host}`, `{port}` and the names in `vars` are start-URL variables", required=True),
+        "vars": Key("vars", {}, "start-URL variables and their defaults (`\"\"`: none), e.g. `{ space = \"demo\" }`; a value "
+                    "comes from `submit --var NAME=VALUE`, else the daemon config's `site_vars`, else this default"),
         "knobs": Key("names", [], "`--knob K=V` names this site accepts; they are added to the start URL's query string"),
     },
     "conversation": {
@@ -58,7 +64,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                    "`click` (click `selector`) or `keep` (one conversation for all prompts)",
                    choices=("navigate", "click", "keep")),
         "selector": Key("selector", "", "with `new = \"click\"`: the new-conversation button"),
-        "ready": Key("selectors", [], "the page counts as loaded once one of these is visible (default: the input selectors)"),
+        "ready": Key("selectors", [], "the page counts as loaded once one of these is visible (default: the input selectors); "
+                     "for a page built by scripts after load, name what appears last (e.g. the send button)"),
     },
     "input": {
         "selectors": Key("selectors", None, "the prompt box; the first visible match wins, so list fallbacks in order",
@@ -66,15 +73,20 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "method": Key("choice", "insert_text", "`insert_text` (CDP Input.insertText, one call, works on contenteditable "
                       "editors such as ProseMirror) or `keys` (real keystrokes)", choices=("insert_text", "keys")),
         "key_delay_ms": Key("float", 0.0, "with `method = \"keys\"`: pause between keystrokes"),
-        "clear": Key("bool", True, "empty the box before typing (select all + delete, falling back to Ctrl+A, Backspace)"),
+        "clear": Key("bool", True, "empty the box before typing (select all + delete, falling back to Ctrl+A, Backspace); "
+                     "with false, a box that holds text fails the task (permanent): the site would get the prompt glued to it"),
     },
     "submit": {
         "selectors": Key("selectors", [], "the send button; the first visible, enabled match is clicked"),
         "key": Key("key", "Enter", "pressed in the box when no send button matches or the click did not send "
                    "(e.g. `Enter`, `Control+Enter`; empty: never)"),
-        "confirm": Key("choices", ["composer_empty"], "checks that the prompt was really sent: `composer_empty`, `user_turn`",
-                       choices=("composer_empty", "user_turn")),
-        "user_turn": Key("selector", "", "with confirm `user_turn`: one element per prompt sent; a new one must appear"),
+        "confirm": Key("choices", ["composer_empty"], "checks that the prompt was really sent, all of them: `composer_empty` "
+                       "(the input box emptied), `user_turn` (a new `user_turn` holding exactly the prompt), `busy` (a busy "
+                       "signal appeared, or the page began answering; for a form whose box keeps its text); `[]`: none, "
+                       "the click is trusted. Before any of them, the box is read back and must hold exactly the prompt",
+                       choices=("composer_empty", "user_turn", "busy")),
+        "user_turn": Key("selector", "", "with confirm `user_turn`: one element per prompt sent; a new one must appear and its "
+                         "text must equal the prompt (whitespace collapsed), else the task fails and nothing is saved"),
     },
     "busy": {
         "selectors": Key("selectors", [], "the site is still working while one of these is visible (stop button, spinner)"),
@@ -85,6 +97,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "selector": Key("selector", None, "a result image (an img element)", required=True),
         "answer": Key("selector", "", "the site's reply to a prompt; its text is matched by `where = \"answer\"` messages, "
                       "and a finished reply without an image ends the wait"),
+        "answer_in_place": Key("bool", False, "the page updates one `answer` element (a status line) instead of adding one per "
+                               "prompt: it counts as this prompt's reply once its content changed after the send"),
         "count": Key("int", 1, "images the site makes per prompt; the first is saved, the rest are waited for so that "
                      "a late one is never taken for the next prompt's", least=1),
         "dedupe": Key("regex", "", "applied to an image's src; the first group (or the match) is the image's identity, "
@@ -93,6 +107,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "grace_s": Key("float", 5.0, "with fewer images than `count`, or a reply without any: how long to wait for more "
                        "after the page went quiet"),
         "min_px": Key("int", 0, "ignore images narrower or lower than this (avatars, thumbnails)"),
+        "repeat": Key("choice", "touched", "when an image whose src was already on the page before the send is this prompt's "
+                      "(a repeated prompt on a page that gives one prompt one URL): `never` (only a src not seen before), "
+                      "`touched` (also an `<img>` the page inserted or whose src it set again after the send), `signal` (also "
+                      "an untouched one, once the busy cycle this send caused has ended, or without busy selectors an "
+                      "`answer` changed; for one result slot, as on Gradio; declare the page's errors as [[messages]], "
+                      "or a kept image would be taken)", choices=("never", "touched", "signal")),
     },
     "download": {
         "method": Key("choice", "fetch", "`fetch`: in-page fetch with the page's cookies (http(s), data: and blob: URLs; "
@@ -129,10 +149,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
 
 MESSAGE: dict[str, Key] = {
     "pattern": Key("regex", None, "a regular expression (JavaScript syntax, case-insensitive); named groups `wait` "
-                   "with `unit`, or `clock`, capture a stated wait", required=True),
+                   "with `unit`, or `clock`, capture a stated wait (a pattern, a selector or both)"),
+    "selector": Key("selector", "", "an element that is the message (an error badge, an error-styled toast): a visible match "
+                    "inside `where` that is new, newly shown or changed since the send; with `pattern`, its text must match too"),
     "class": Key("choice", None, "the failure class: " + ", ".join(CLASSES), choices=CLASSES, required=True),
-    "where": Key("choice", "page", "what is searched: `answer` (the new reply's text), `page` (text that appeared after "
-                 "sending), `title` or `url`", choices=("answer", "page", "title", "url")),
+    "where": Key("choice", "result", "what is searched, only what is new or changed since the send: `result` (the reply, "
+                 "`result.scope` and open dialogs), `answer` (the reply: `result.answer`, read whole), `page` (the whole "
+                 "page, sidebars and other conversations' toasts included: an explicit choice), `title` or `url`",
+                 choices=("result", "answer", "page", "title", "url")),
     "wait_unit": Key("choice", "seconds", "the unit of a `wait` capture when there is no `unit` capture",
                      choices=("seconds", "minutes", "hours")),
     "wait_s": Key("float", None, "the wait when nothing is captured (rate_limit)"),
@@ -245,6 +269,14 @@ def _problem(key: Key, value: Any) -> str | None:
         if math.isnan(value) or value < key.least:  # TOML can spell nan
             return f"must be at least {key.least:g}, not {value}"
         return None
+    if kind == "vars":
+        if not isinstance(value, dict):
+            return "must be a table of names and default values, e.g. { space = \"demo\" }"
+        for name, default in value.items():
+            problem = var_problem(name, default, allow_empty=True)
+            if problem:
+                return problem
+        return None
     if kind in ("selectors", "strs", "names", "choices", "regexes"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return "must be a list of strings"
@@ -325,16 +357,35 @@ def key_problem(key: str) -> str | None:
     return None
 
 
+def var_problem(name: Any, value: Any, allow_empty: bool = False) -> str | None:
+    """Why a start-URL variable's name or value is unusable, or None."""
+    if not isinstance(name, str) or not _VAR_NAME.fullmatch(name) or name in PLACEHOLDERS:
+        return f"variable {name!r} must be a name (letters, digits, '_'; not {' or '.join(PLACEHOLDERS)})"
+    if not isinstance(value, str):
+        return f"variable '{name}' must be a string"
+    if value == "" and allow_empty:
+        return None
+    if not _VAR_VALUE.fullmatch(value):
+        return f"variable '{name}' = {value!r} must be 1 to 300 URL characters (letters, digits, . _ ~ : / % + = , [ ] -)"
+    if name == "port" and not (value.isdigit() and 0 < int(value) < 65536):
+        return f"variable 'port' = {value!r} must be a TCP port (1 to 65535)"
+    return None
+
+
+def url_fields(url: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(url) if f is not None]
+
+
 def url_problem(url: str) -> str | None:
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(url) if f is not None]
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(url) if f is not None]
     except ValueError as exc:
         return f"has a bad placeholder ({exc}); write a literal brace as {{{{ or }}}}"
-    for name in fields:
-        if name not in PLACEHOLDERS:
-            return f"has an unknown placeholder {{{name}}} (known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)})"
-    if not (url.startswith(("http://", "https://")) or url.startswith("{demo}")):
-        return "must start with http://, https:// or {demo}"
+    for name, spec, conv in fields:
+        if not _VAR_NAME.fullmatch(name) or spec or conv:
+            return f"has a bad placeholder {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} (a name: letters, digits, '_')"
+    if not url.startswith(("http://", "https://", "{demo}")):
+        return "must start with http://, https:// or {demo} (variables go after the scheme: http://{host}:{port}/)"
     return None
 
 
@@ -347,23 +398,78 @@ def _cross_checks(p: dict[str, Any], problems: list[str]) -> None:
         problems.append("key 'submit.selectors' is empty and 'submit.key' too: nothing would send the prompt")
     if bool(p["login"]["probe_url"]) != bool(p["login"]["probe_pattern"]):
         problems.append("keys 'login.probe_url' and 'login.probe_pattern' go together")
+    if p["result"]["answer_in_place"] and not p["result"]["answer"]:
+        problems.append("key 'result.answer_in_place' is true but 'result.answer' is not set")
+    if isinstance(p.get("start_url"), str) and not url_problem(p["start_url"]):
+        declared = set(p["vars"]) | set(STANDARD_VARS) | set(PLACEHOLDERS)
+        for name in url_fields(p["start_url"]):
+            if name not in declared:
+                problems.append(f"key 'start_url' has an unknown placeholder {{{name}}} (known: "
+                                f"{', '.join('{' + n + '}' for n in (*PLACEHOLDERS, *STANDARD_VARS, *p['vars']))}; "
+                                f"declare a variable in 'vars')")
     for i, m in enumerate(p["messages"]):
         if m.get("where") == "answer" and not p["result"]["answer"]:
             problems.append(f"key 'messages[{i}].where' is \"answer\" but 'result.answer' is not set")
+        if not m.get("pattern") and not m.get("selector") and not any(f"'messages[{i}].pattern'" in x for x in problems):
+            problems.append(f"key 'messages[{i}].pattern' is missing: a message needs a pattern, a selector or both")
+        if m.get("selector") and m.get("where") in ("title", "url"):
+            problems.append(f"key 'messages[{i}].selector' cannot go with where = \"{m['where']}\"")
 
 
 def needs_demo(profile: dict[str, Any]) -> bool:
     return "{demo}" in profile["start_url"]
 
 
+def bind_vars(profile: dict[str, Any], given: dict[str, Any], configured: dict[str, str]) -> dict[str, Any]:
+    """The profile with its start-URL variables' values for one job: given (--var), else configured (site_vars), else
+    the profile's defaults. Stored on the job, so a queued job keeps the URL it was submitted with."""
+    used = [n for n in url_fields(profile["start_url"]) if n not in PLACEHOLDERS]
+    known = set(profile["vars"]) | set(STANDARD_VARS)
+    for name, value in given.items():
+        if name not in known:
+            raise BadArgs(f"unknown start-URL variable '{name}' (site '{profile['name']}' knows: "
+                          f"{', '.join(sorted(known))}; declare others in the profile's 'vars')")
+        problem = var_problem(name, value if isinstance(value, str) else str(value))
+        if problem:
+            raise BadArgs(problem)
+    values = {}
+    for name in sorted(set(used) | set(profile["vars"])):
+        value = str(given.get(name, "")) or configured.get(name, "") or profile["vars"].get(name, "")
+        if not value and name in used:
+            raise BadArgs(f"site '{profile['name']}' needs a value for {{{name}}} in its start_url: give --var {name}=VALUE, "
+                          f"or set it in the daemon config's site_vars, or a default in the profile's 'vars'")
+        values[name] = value
+    return profile | {"vars": values}
+
+
 def start_url(profile: dict[str, Any], job_id: str, knobs: dict[str, str], demo_base: str | None) -> str:
-    """The profile's start URL for one job: placeholders filled, the job's knobs added to the query."""
-    url = profile["start_url"].format(demo=demo_base or "", job=quote(job_id, safe=""))
+    """The profile's start URL for one job: placeholders and variables filled, the job's knobs added to the query."""
+    values = {name: profile.get("vars", {}).get(name, "") for name in url_fields(profile["start_url"])}
+    missing = [name for name, value in values.items() if not value and name not in PLACEHOLDERS]
+    if missing:
+        raise BadArgs(f"site '{profile['name']}' has no value for {{{missing[0]}}} in its start_url")
+    url = profile["start_url"].format_map(values | {"demo": demo_base or "", "job": quote(job_id, safe="")})
     if not knobs:
         return url
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True)) | {str(k): str(v) for k, v in knobs.items()}
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def explain(profile: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every key of a checked profile: its value here, whether that is the default, and what it means."""
+    rows = []
+    for section, keys in SCHEMA.items():
+        for name, key in keys.items():
+            value = profile[name] if not section else profile[section][name]
+            rows.append({"key": f"{section}.{name}" if section else name, "value": _toml(value).strip("`"),
+                         "default": not key.required and value == key.default, "doc": key.doc})
+    for i, entry in enumerate(profile["messages"]):
+        for name, key in MESSAGE.items():
+            value = entry.get(name)
+            rows.append({"key": f"messages[{i}].{name}", "value": _toml(value).strip("`"),
+                         "default": not key.required and value == key.default, "doc": key.doc})
+    return rows
 
 
 def describe_markdown() -> str:
@@ -386,4 +492,6 @@ def _toml(value: Any) -> str:
         return f'`"{value}"`' if value else '`""`'
     if isinstance(value, list):
         return "`[" + ", ".join(f'"{v}"' for v in value) + "]`"
+    if isinstance(value, dict):
+        return "`{" + ", ".join(f'{k} = "{v}"' for k, v in value.items()) + "}`"
     return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"

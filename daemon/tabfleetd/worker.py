@@ -47,6 +47,8 @@ log = logging.getLogger("tabfleetd.worker")
 PR_SET_PDEATHSIG = 1
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF", b"GIF8")
 
+CACHE_LIMIT_MB = 64  # a worker's HTTP disk cache is cleared once it grows past this, and at every rotation
+
 EXIT_OK = 0
 EXIT_BROWSER = 3  # Chromium could not be started
 DISK = "disk"
@@ -72,6 +74,18 @@ def main(wid: int, conn: Connection, config: Config, chromium: str) -> None:
     for noisy in ("pyppeteer", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.exit(asyncio.run(Worker(wid, conn, config, chromium).run()))
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes in the files under `path` (0 when it does not exist)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
 
 
 def tree_memory_mb(pid: int) -> float:
@@ -192,12 +206,21 @@ class Worker:
         if every and self.browser_tasks >= every:
             self.rotations += 1
             log.info("rotating Chromium after %d tasks", self.browser_tasks)
+            await self.clear_cache(always=True)
             await self.recycle_browser()
 
-    async def clear_cache(self) -> None:
-        """Drop the page's HTTP cache between tasks; cookies, and so the login, stay."""
+    async def clear_cache(self, always: bool = False) -> None:
+        """Drop the HTTP cache once it has grown past CACHE_LIMIT_MB, or always (at rotation); cookies, and so the login, stay.
+
+        Not after every task: that made each page load fetch everything again, for nothing a cache limit does not do.
+        """
         if self.page is None:
             return
+        if not always:
+            cache = self.chromium.profile / "Default" / "Cache"
+            if await asyncio.get_running_loop().run_in_executor(None, dir_bytes, cache) < CACHE_LIMIT_MB * 2**20:
+                return
+            log.info("the HTTP cache has grown past %d MB; clearing it", CACHE_LIMIT_MB)
         try:
             await asyncio.wait_for(self.page._client.send("Network.clearBrowserCache"), 2)
         except Exception as exc:  # a cache that was not cleared costs memory, not correctness

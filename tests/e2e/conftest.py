@@ -32,6 +32,15 @@ def processes_using(path: Path) -> list[psutil.Process]:
     return found
 
 
+def toml_value(value: Any) -> str:
+    """A config value as TOML: booleans, numbers, strings and tables of strings."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 class Daemon:
     """A tabfleetd started for one test, with helpers to drive it through tabfleetctl."""
 
@@ -46,7 +55,7 @@ class Daemon:
         self.config_path = root / "tabfleetd.toml"
         # Workers start together in tests (the 2 s production stagger has a test of its own).
         config = {"stagger_s": 0.0} | (config or {})
-        lines = [f"{k} = {v!r}" if not isinstance(v, bool) else f"{k} = {str(v).lower()}" for k, v in config.items()]
+        lines = [f"{k} = {toml_value(v)}" for k, v in config.items()]
         self.config_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -218,3 +218,13 @@ def test_config_is_frozen() -> None:
 def test_fields_table_matches_dataclass() -> None:
     """The FIELDS lookup used for validation knows exactly the dataclass's keys."""
     assert set(config_mod.FIELDS) == {f.name for f in dataclasses.fields(Config)}
+
+
+def test_site_vars_table_is_checked(tmp_path: Path) -> None:
+    """site_vars is a table of start-URL variables; a bad name or value names the key."""
+    cfg = load(_write(tmp_path, '[site_vars]\nhost = "10.0.0.5"\nport = "7860"\n'), {}, {}, HOME)
+    assert dict(cfg.site_vars) == {"host": "10.0.0.5", "port": "7860"}
+    with pytest.raises(ConfigError, match="key 'site_vars': variable 'port' = 'web' must be a TCP port"):
+        load(_write(tmp_path, 'site_vars = { port = "web" }\n'), {}, {}, HOME)
+    with pytest.raises(ConfigError, match="key 'site_vars' must be a table"):
+        load(_write(tmp_path, 'site_vars = ["host"]\n'), {}, {}, HOME)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,14 +53,19 @@ def test_chatgpt_profile_has_the_known_selectors_and_messages() -> None:
     """The chatgpt profile carries the issue's selectors, dedupe by file id, a challenge title and runs headed."""
     p = profiles.builtin("chatgpt")
     assert "#prompt-textarea" in p["input"]["selectors"] and p["submit"]["key"] == "Enter"
-    assert p["submit"]["selectors"][0] == 'button[data-testid="send-button"]'
-    assert p["busy"]["selectors"] == ['button[data-testid="stop-button"]', '[data-testid^="image-gen-loading-state"]']
-    assert (p["result"]["scope"], p["result"]["selector"]) == ("main", 'img[alt^="Generated image"]')
+    assert "NOT VERIFIED LIVE" in profiles.builtin_text("chatgpt")
+    # One #composer-submit-button changes role: only its send role is clicked, its stop role is busy.
+    assert all("send" in s.lower() for s in p["submit"]["selectors"])
+    assert '#composer-submit-button[data-testid="stop-button"]' in p["busy"]["selectors"]
+    assert '[data-testid^="image-gen-loading-state"]' in p["busy"]["selectors"]
+    assert p["result"]["scope"] == "main" and p["result"]["selector"].startswith('img[alt^="Generated image"]:not(')
+    assert 'section[data-turn="assistant"]' in p["result"]["answer"]
     assert re.search(p["result"]["dedupe"], "/backend-api/estuary/content?id=file_00000000abc&ts=1").group(0) == "file_00000000abc"
     assert p["download"]["method"] == "fetch" and p["browser"]["headless"] is False
     classes = {m["class"] for m in p["messages"]}
     assert classes == {"rate_limit", "permanent", "transient", "challenge"}
     assert any(m["where"] == "title" and m["class"] == "challenge" for m in p["messages"])
+    assert not any(m["where"] == "page" for m in p["messages"]), "the whole page holds sidebar titles made from prompts"
 
 
 @pytest.mark.parametrize("message, kind, wait", [
@@ -68,6 +74,9 @@ def test_chatgpt_profile_has_the_known_selectors_and_messages() -> None:
     ("You've hit the Plus plan limit for image generations requests. You can create more images when the limit "
      "resets in 23 hours and 5 minutes.", "rate_limit", 23 * 3600.0),
     ("This image generation request did not follow our content policy and may violate our content policies.", "permanent", None),
+    ("This image generation request did not follow our content policy.", "permanent", None),
+    ("You're generating images too quickly. Please wait for an hour before generating more images.", "rate_limit", 3600.0),
+    ("You're generating images too quickly. Please try again in a minute.", "rate_limit", 60.0),
     ("Something went wrong while generating the response.", "transient", None),
 ])
 def test_chatgpt_messages_classify_the_known_texts(message: str, kind: str, wait: float | None) -> None:
@@ -101,11 +110,11 @@ class = "bad"
 where = "answer"
 """)
     assert found == [
-        "key 'start_url' must start with http://, https:// or {demo}",
+        "key 'start_url' must start with http://, https:// or {demo} (variables go after the scheme: http://{host}:{port}/)",
         "key 'input.selectors' item 1 ('#a[') is not a valid CSS selector (an unclosed quote or bracket)",
         "unknown key 'input.metod' (did you mean 'input.method'?)",
         "key 'submit.key' must be a key name such as Enter, optionally after Control+, Shift+, Alt+ or Meta+",
-        "key 'submit.confirm' item 2 ('sent') must be one of composer_empty, user_turn, not 'sent'",
+        "key 'submit.confirm' item 2 ('sent') must be one of composer_empty, user_turn, busy, not 'sent'",
         "key 'result.selector' is missing: a result image (an img element)",
         "key 'result.count' must be at least 1, not 0",
         "key 'result.min_px' must be at least 0, not -1",
@@ -125,25 +134,71 @@ where = "answer"
     ('[browser]\nargs = "--x"\n', "key 'browser.args' must be a list of strings"),
     ('knobs = ["ok", "not ok"]\n', "key 'knobs' item 2 ('not ok') must be letters, digits"),
     ('conversation = 3\n', "key 'conversation' must be a table ([conversation])"),
-    ('[[messages]]\nclass = "transient"\n', "key 'messages[0].pattern' is missing"),
+    ('[[messages]]\nclass = "transient"\n', "key 'messages[0].pattern' is missing: a message needs a pattern, a selector"),
+    ('[[messages]]\nselector = ".badge"\nclass = "transient"\nwhere = "title"\n', "'messages[0].selector' cannot go with"),
+    ('[[messages]]\npattern = "x"\nclass = "transient"\nwhere = "sidebar"\n', "must be one of result, answer, page"),
+    ('+answer_in_place = true\n', "'result.answer_in_place' is true but 'result.answer' is not"),
+    ('+repeat = "always"\n', "key 'result.repeat' must be one of never, touched, signal"),
+    ('vars = ["host"]\n', "key 'vars' must be a table"),
+    ('vars = { "my var" = "x" }\n', "variable 'my var' must be a name"),
+    ('vars = { port = "http" }\n', "variable 'port' = 'http' must be a TCP port"),
     ('messages = "x"\n', "key 'messages' must be an array of tables ([[messages]])"),
     ('colour = "blue"\n', "unknown key 'colour'"),
 ])
 def test_single_problems(extra: str, problem: str) -> None:
     """Each kind of mistake is caught and named."""
-    text = MINIMAL.replace('start_url', extra + 'start_url', 1) if not extra.startswith("[") else MINIMAL + extra
+    if extra.startswith("+"):  # more keys in MINIMAL's last table, [result]
+        text = MINIMAL + extra[1:]
+    else:
+        text = MINIMAL.replace('start_url', extra + 'start_url', 1) if not extra.startswith("[") else MINIMAL + extra
     assert any(problem in p for p in problems(text)), problems(text)
 
 
 def test_start_url_placeholders() -> None:
-    """start_url accepts {demo} and {job} only, and needs http(s) or {demo}."""
-    assert "unknown placeholder {port}" in problems(MINIMAL.replace("https://images.example/", "https://x/{port}"))[0]
+    """start_url accepts {demo}, {job}, {host}, {port} and declared variables, and needs http(s) or {demo}."""
+    assert "unknown placeholder {prot}" in problems(MINIMAL.replace("https://images.example/", "https://x/{prot}"))[0]
     assert "bad placeholder" in problems(MINIMAL.replace("https://images.example/", "https://x/{"))[0]
+    assert "bad placeholder {port!r}" in problems(MINIMAL.replace("https://images.example/", "https://x/{port!r}"))[0]
+    assert "must start with" in problems(MINIMAL.replace("https://images.example/", "{host}/x"))[0]
     demo = profiles.builtin("demo")
     assert profiles.needs_demo(demo) and not profiles.needs_demo(profiles.builtin("chatgpt"))
     url = profiles.start_url(demo, "j/1", {"latency": "0.5", "scope": "mine"}, "http://127.0.0.1:8")
     assert url == "http://127.0.0.1:8/?scope=mine&latency=0.5"
     assert profiles.start_url(demo, "j/1", {}, "http://127.0.0.1:8") == "http://127.0.0.1:8/?scope=j%2F1"
+
+
+VARS = MINIMAL.replace('start_url = "https://images.example/"', 'start_url = "http://{host}:{port}/{space}/"\nvars = { space = "main", port = "7860" }')
+
+
+def test_start_url_variables_come_from_the_job_then_the_config_then_the_profile() -> None:
+    """{host}, {port} and declared variables take a job's --var, else the daemon's site_vars, else the profile's default."""
+    profile = profiles.parse(VARS, "gr.toml")
+    bound = profiles.bind_vars(profile, {"host": "10.0.0.5"}, {"port": "9000", "host": "10.0.0.9"})
+    assert profiles.start_url(bound, "j1", {}, None) == "http://10.0.0.5:9000/main/"
+    assert profiles.start_url(profiles.bind_vars(profile, {"space": "x"}, {"host": "h"}), "j1", {"k": "v"}, None) == \
+        "http://h:7860/x/?k=v"
+    assert profiles.normalize(bound, "stored") == bound, "the bound profile is stored on the job and checked again"
+    with pytest.raises(BadArgs, match=r"needs a value for \{host\}.*--var host=VALUE.*site_vars"):
+        profiles.bind_vars(profile, {}, {})
+    with pytest.raises(BadArgs, match="unknown start-URL variable 'hots'"):
+        profiles.bind_vars(profile, {"hots": "x"}, {})
+    with pytest.raises(BadArgs, match="must be 1 to 300 URL characters"):
+        profiles.bind_vars(profile, {"host": "evil.example/#"}, {})
+    demo = profiles.builtin("demo")
+    assert profiles.bind_vars(demo, {}, {"host": "unused"})["vars"] == {}, "variables a profile does not use are not stored"
+
+
+def test_explain_lists_every_key_with_its_value_and_meaning() -> None:
+    """`sites check --explain` rows: every schema key and every message key, the default flagged, the doc attached."""
+    rows = {r["key"]: r for r in profiles.explain(profiles.builtin("demo"))}
+    for section, keys in profiles.SCHEMA.items():
+        for name, key in keys.items():
+            row = rows[f"{section}.{name}" if section else name]
+            assert row["doc"] == key.doc
+    assert rows["result.repeat"] == {"key": "result.repeat", "value": '"touched"', "default": True,
+                                     "doc": profiles.SCHEMA["result"]["repeat"].doc}
+    assert rows["busy.settle_s"]["value"] == "0" and rows["busy.settle_s"]["default"] is False
+    assert rows["messages[0].where"]["value"] == '"answer"' and not rows["messages[0].where"]["default"]
 
 
 def test_bad_toml_and_oversized_text() -> None:
@@ -181,9 +236,21 @@ def test_page_config_uses_milliseconds() -> None:
     """The page scripts get times in milliseconds and only what they need."""
     cfg = page_config(profiles.builtin("chatgpt"))
     assert cfg["busy"]["settle_ms"] == 6000 and cfg["result"]["stable_ms"] == 2000 and cfg["sent_ms"] == 10000
-    assert cfg["page_messages"] is True and cfg["download"] == "fetch"
-    assert cfg["messages"][0] == {"pattern": profiles.builtin("chatgpt")["messages"][0]["pattern"], "cls": "rate_limit",
-                                  "where": "page"}
+    assert cfg["download"] == "fetch" and cfg["result"]["repeat"] == "touched" and cfg["result"]["answer_in_place"] is False
+    assert cfg["messages"][0] == {"pattern": profiles.builtin("chatgpt")["messages"][0]["pattern"], "selector": "",
+                                  "cls": "rate_limit", "where": "answer"}
+
+
+def test_old_stored_profiles_get_the_new_keys_and_keep_their_where() -> None:
+    """A profile stored on a job before this version is filled in: new keys get defaults, stored values stay."""
+    stored = profiles.builtin("demo")
+    for key in ("repeat", "answer_in_place"):
+        del stored["result"][key]
+    del stored["vars"]
+    stored["messages"] = [{k: v for k, v in m.items() if k != "selector"} | {"where": "page"} for m in stored["messages"]]
+    filled = profiles.normalize(stored, "the job's profile")
+    assert filled["result"]["repeat"] == "touched" and filled["vars"] == {}
+    assert all(m["where"] == "page" and m["selector"] == "" for m in filled["messages"])
 
 
 @pytest.mark.parametrize("unit, seconds", [("s", 1), ("seconds", 1), ("min", 60), ("Minutes", 60), ("h", 3600),
@@ -226,3 +293,19 @@ def test_describe_markdown_lists_every_key() -> None:
             assert f"| `{section + '.' if section else ''}{name}` |" in table
     for name in profiles.MESSAGE:
         assert f"| `[[messages]] {name}` |" in table
+
+
+def test_readme_profile_table_is_the_schema() -> None:
+    """The README's "Profile keys" table is exactly the generated one, so every key is explained there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert profiles.describe_markdown() in readme
+
+
+def test_readme_examples_are_valid_profiles() -> None:
+    """Both worked examples in the README pass the checks; the form one is the Gradio test's profile."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    examples = re.findall(r"```toml\n(.*?)```", readme.split("### Two worked examples", 1)[1], re.S)[:2]
+    chat, form = (profiles.parse(text, "example.toml") for text in examples)
+    assert chat["submit"]["confirm"] == ["composer_empty", "user_turn"] and form["submit"]["confirm"] == ["busy"]
+    stored = profiles.parse((Path(__file__).resolve().parents[2] / "tests/e2e/sites/gradio.toml").read_text(), "g.toml")
+    assert profiles.normalize(form | {"description": stored["description"]}) == stored

@@ -43,6 +43,10 @@ def adapter() -> TinyAdapter:
         ("TRY AGAIN IN 7 SECONDS", 7.0),
         ("try again in 1.5 minutes", 90.0),
         ("wait 2 h before retrying", 7200.0),
+        ("Please wait for an hour before generating more images.", 3600.0),
+        ("Try again in a minute.", 60.0),
+        ("wait two minutes", 120.0),
+        ("try again in a few minutes", 180.0),
     ],
 )
 def test_stated_wait_parses(message: str, seconds: float) -> None:
@@ -59,6 +63,7 @@ def test_stated_wait_parses(message: str, seconds: float) -> None:
         "try again later",
         "the server returned 503 after 12 seconds",  # a number, but no wait is stated
         "please wait",
+        "wait a moment, then try once more",
     ],
 )
 def test_stated_wait_none_when_not_stated(message: str) -> None:

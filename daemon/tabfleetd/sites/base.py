@@ -21,8 +21,18 @@ UNREACHABLE = "unreachable"  # the site cannot be reached at all (DNS, refused, 
 SITE, WORKER = "site", "worker"  # whose fault a failure is (SiteError.blame)
 PROBE_EVERY_S = 1.0
 
-_WAIT = re.compile(r"(?:try again|wait)\D{0,20}?(\d+(?:\.\d+)?)\s*(second|sec|s\b|minute|min|hour|h\b)", re.I)
+# Sites write short waits in words: "wait for an hour", "try again in a minute", "in two minutes".
+NUMBER_WORDS = {"a": 1, "an": 1, "one": 1, "a couple of": 2, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+                "seven": 7, "eight": 8, "nine": 9, "ten": 10, "fifteen": 15, "twenty": 20, "thirty": 30, "a few": 3}
+_AMOUNT = r"\d+(?:\.\d+)?|" + "|".join(sorted((w.replace(" ", r"\s+") for w in NUMBER_WORDS), key=len, reverse=True))
+_WAIT = re.compile(r"(?:try again|wait)\D{0,20}?\b(" + _AMOUNT + r")\s*(second|sec|s\b|minute|min|hour|h\b)", re.I)
 _UNIT_S = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def amount(text: str) -> float:
+    """A number as sites write it: digits, or a word such as "an" or "two"; ValueError otherwise."""
+    text = re.sub(r"\s+", " ", text.strip().lower())
+    return float(NUMBER_WORDS[text]) if text in NUMBER_WORDS else float(text)
 
 
 def stated_wait(message: str) -> float | None:
@@ -31,7 +41,7 @@ def stated_wait(message: str) -> float | None:
     if not match:
         return None
     unit = match.group(2).lower()
-    return float(match.group(1)) * _UNIT_S.get(unit, 1)
+    return amount(match.group(1)) * _UNIT_S.get(unit, 1)
 
 
 _CLOCK = re.compile(r"(\d{1,2})(?::(\d{2}))?\s*(?:([ap])\.?\s*m\.?)?", re.I)
@@ -74,7 +84,7 @@ def captured_wait(groups: dict[str, Any], default_unit: str, fallback_s: float |
             return wait
     if groups.get("wait"):
         try:
-            return float(groups["wait"]) * unit_seconds(str(groups.get("unit") or default_unit))
+            return amount(str(groups["wait"])) * unit_seconds(str(groups.get("unit") or default_unit))
         except ValueError:
             pass
     return fallback_s if fallback_s is not None else stated_wait(message)

@@ -1,158 +1,16 @@
 """The scripts a ProfileAdapter runs inside the page; each is one CDP round trip.
 
 Every script takes the page config built by ``profile.page_config`` as its
-first argument. Waiting happens inside the page (a MutationObserver, capture
-of load events, and a 200 ms timer for the time-based rules), so one prompt
+first argument. Waiting happens inside the page and is driven by events: a
+MutationObserver, captured load events, and one timer set for the exact moment
+a time-based rule (settle_s, stable_s, grace_s) can next be met. So one prompt
 costs three round trips however long the site takes: PREPARE, Input.insertText
-and SEND (which also downloads the image).
+and SEND (which also downloads the image). The shared helpers are in ``pagelib``.
 """
 
 from __future__ import annotations
 
-# Shared helpers, pasted into each script (a page keeps nothing of ours between prompts
-# except window.__tabfleet, the baseline PREPARE records).
-HELPERS = r"""
-const tf = {};
-tf.visible = (el) => !!el && el.isConnected && el.getClientRects().length > 0;
-tf.all = (sel, root) => {
-  if (!sel) return [];
-  try { return Array.from((root || document).querySelectorAll(sel)); }
-  catch (e) { throw new Error('bad CSS selector ' + JSON.stringify(sel) + ' (' + e.message + ')'); }
-};
-tf.first = (sels, enabled) => {
-  for (const s of sels) for (const el of tf.all(s)) {
-    if (!tf.visible(el)) continue;
-    if (enabled && (el.disabled || el.getAttribute('aria-disabled') === 'true')) continue;
-    return el;
-  }
-  return null;
-};
-tf.text = (el) => !el ? '' : (el.tagName === 'TEXTAREA' || el.tagName === 'INPUT') ? el.value : (el.innerText || '');
-tf.norm = (s) => String(s).replace(/\s+/g, ' ').trim();
-tf.re = (p, g) => new RegExp(p, g ? 'gi' : 'i');
-tf.until = (fn, ms) => new Promise((resolve, reject) => {
-  let done = false, obs = null, tick = null, timer = null;
-  const end = () => { done = true; if (obs) obs.disconnect(); clearInterval(tick); clearTimeout(timer); };
-  const check = () => {
-    if (done) return;
-    try { const v = fn(); if (v) { end(); resolve(v); } } catch (e) { end(); reject(e); }
-  };
-  check();
-  if (done) return;
-  obs = new MutationObserver(check);
-  obs.observe(document.documentElement, {subtree: true, childList: true, attributes: true, characterData: true});
-  tick = setInterval(check, 100);
-  timer = setTimeout(() => { if (!done) { end(); resolve(null); } }, Math.max(0, ms));
-});
-tf.scope = (cfg) => cfg.result.scope ? document.querySelector(cfg.result.scope) : document.body;
-tf.key = (cfg, src) => {
-  if (!cfg.result.dedupe) return src;
-  const m = src.match(tf.re(cfg.result.dedupe));
-  return m ? (m[1] !== undefined ? m[1] : m[0]) : src;
-};
-tf.images = (cfg) => {
-  const scope = tf.scope(cfg);
-  if (!scope) return [];
-  const found = new Map();
-  for (const el of tf.all(cfg.result.selector, scope)) {
-    const src = el.currentSrc || el.src || '';
-    if (!src) continue;
-    const done = !!el.complete && el.naturalWidth > 0;
-    const min = cfg.result.min_px;
-    if (done && min && (el.naturalWidth < min || el.naturalHeight < min)) continue;
-    const key = tf.key(cfg, src);
-    const seen = found.get(key);
-    if (!seen || (done && !seen.done)) found.set(key, {key, src, done, el});
-  }
-  return [...found.values()];
-};
-tf.busy = (cfg) => cfg.busy.selectors.some((s) => tf.all(s).some(tf.visible));
-tf.answers = (cfg, st) => cfg.result.answer ? tf.all(cfg.result.answer).filter((a) => !st.oldAnswers.has(a)) : [];
-tf.pageText = (prompt) => {
-  const text = document.body ? document.body.innerText : '';
-  return prompt ? text.split(prompt).join(' ') : text;  // the prompt's own echo never counts
-};
-tf.count = (text, pattern) => (text.match(tf.re(pattern, true)) || []).length;
-tf.found = (m, i, text, last) => {
-  let match = null;
-  if (last) {
-    const re = tf.re(m.pattern, true);
-    for (let x; (x = re.exec(text)); ) { match = x; if (x[0] === '') re.lastIndex++; }
-  } else {
-    match = tf.re(m.pattern).exec(text);
-  }
-  if (!match) return null;
-  const start = text.lastIndexOf('\n', match.index) + 1;
-  let end = text.indexOf('\n', match.index + match[0].length);
-  if (end < 0) end = text.length;
-  const line = tf.norm(text.slice(start, end)).slice(0, 300) || tf.norm(match[0]).slice(0, 300);
-  const groups = {};
-  for (const [k, v] of Object.entries(match.groups || {})) if (v !== undefined) groups[k] = v;
-  return {index: i, cls: m.cls, text: line, groups};
-};
-// A state that makes any prompt futile: a bot check (title/url messages) or a login page.
-tf.blocked = (cfg) => {
-  for (let i = 0; i < cfg.messages.length; i++) {
-    const m = cfg.messages[i];
-    if (m.where === 'title' || m.where === 'url') {
-      const hit = tf.found(m, i, m.where === 'title' ? document.title : location.href, false);
-      if (hit) return hit;
-    }
-  }
-  for (const u of cfg.login.urls) {
-    if (tf.re(u).test(location.href)) return {index: -1, cls: 'auth', text: 'the site shows its login page (' + location.href + ')', groups: {}};
-  }
-  if (tf.first(cfg.login.selectors)) return {index: -1, cls: 'auth', text: 'the site shows a log-in control (login.selectors)', groups: {}};
-  return null;
-};
-tf.message = (cfg, st, prompt) => {
-  const blocked = tf.blocked(cfg);
-  if (blocked) return blocked;
-  let answer = null, page = null;
-  for (let i = 0; i < cfg.messages.length; i++) {
-    const m = cfg.messages[i];
-    if (m.where === 'answer') {
-      if (answer === null) answer = tf.answers(cfg, st).map(tf.text).join('\n');
-      const hit = tf.found(m, i, answer, false);
-      if (hit) return hit;
-    } else if (m.where === 'page') {
-      if (page === null) page = tf.pageText(prompt);
-      // Only text that appeared after sending counts: old errors stay on a kept conversation.
-      if (tf.count(page, m.pattern) > (st.pageCounts[i] || 0)) return tf.found(m, i, page, true);
-    }
-  }
-  return null;
-};
-tf.dataUrl = (blob) => new Promise((resolve, reject) => {
-  const reader = new FileReader();
-  reader.onload = () => resolve(reader.result);
-  reader.onerror = () => reject(reader.error);
-  reader.readAsDataURL(blob);
-});
-tf.grab = async (el, src) => {
-  let why = '';
-  try {
-    // data:, blob: and http(s) alike; credentials carry the page's cookies.
-    const response = await fetch(src, {credentials: 'include'});
-    if (response.ok) {
-      const url = await tf.dataUrl(await response.blob());
-      return {b64: url.slice(url.indexOf(',') + 1), src: src.slice(0, 200), via: 'fetch'};
-    }
-    why = 'HTTP ' + response.status;
-  } catch (e) { why = String(e.message || e); }
-  try {
-    // Last resort, the picture as shown; a cross-origin image taints the canvas and this throws.
-    const canvas = document.createElement('canvas');
-    canvas.width = el.naturalWidth;
-    canvas.height = el.naturalHeight;
-    canvas.getContext('2d').drawImage(el, 0, 0);
-    const url = canvas.toDataURL('image/png');
-    return {b64: url.slice(url.indexOf(',') + 1), src: src.slice(0, 200), via: 'canvas', why};
-  } catch (e) {
-    return {error: 'image download failed (' + why + '; canvas copy: ' + (e.message || e) + ')', kind: 'transient'};
-  }
-};
-"""
+from .pagelib import HELPERS
 
 # (cfg, remaining_ms) -> {ok} | {message} | {missing, selectors}
 READY = "async (cfg, ms) => {" + HELPERS + r"""
@@ -179,6 +37,8 @@ PROBE = r"""async (url, pattern) => {
 # Record what is on the page before sending, focus and empty the input box.
 # (cfg, prompt) -> {ok} | {clear_keys} | {message} | {missing, selectors} | {error, kind, snapshot, reopen}
 PREPARE = "async (cfg, prompt) => {" + HELPERS + r"""
+  if (window.__tabfleet && window.__tabfleet.watch) window.__tabfleet.watch.stop();
+  window.__tabfleet = null;
   const blocked = tf.blocked(cfg);
   if (blocked) return {message: blocked};
   if (cfg.conversation.new === 'click') {
@@ -195,15 +55,20 @@ PREPARE = "async (cfg, prompt) => {" + HELPERS + r"""
   if (tf.busy(cfg) && !(await tf.until(() => !tf.busy(cfg), cfg.sent_ms))) {
     return {error: 'the site is still busy with an earlier prompt (busy.selectors)', kind: 'transient', reopen: true};
   }
-  const page = cfg.page_messages ? tf.pageText('') : '';
   window.__tabfleet = {
     oldKeys: new Set(tf.images(cfg).map((i) => i.key)),
     oldAnswers: new WeakSet(tf.all(cfg.result.answer)),
     oldTurns: new WeakSet(tf.all(cfg.submit.user_turn)),  // not a count: sites trim long threads
-    pageCounts: cfg.messages.map((m) => m.where === 'page' ? tf.count(page, m.pattern) : 0),
+    watch: null,  // SEND starts it just before sending
   };
   input.focus();
-  if (cfg.input.clear && tf.text(input).trim() !== '') {
+  const held = tf.text(input);
+  if (!cfg.input.clear && tf.norm(held) !== '') {
+    return {error: 'the input box already holds text (' + JSON.stringify(tf.norm(held).slice(0, 80)) + ') and input.clear '
+                   + 'is false, so the site would get the prompt glued to it; set input.clear = true', kind: 'permanent',
+            snapshot: true};
+  }
+  if (cfg.input.clear && held.trim() !== '') {
     if (input.tagName === 'TEXTAREA' || input.tagName === 'INPUT') {
       input.select();
     } else {
@@ -214,88 +79,125 @@ PREPARE = "async (cfg, prompt) => {" + HELPERS + r"""
       selection.addRange(range);
     }
     document.execCommand('delete');
-    // Editors that keep their own model may undo that, a moment later: then real keys.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Rich editors that keep their own model may undo that a moment later (then real keys); a plain box cannot.
+    if (input.isContentEditable) await new Promise((resolve) => setTimeout(resolve, 50));
     if (tf.text(input).trim() !== '') return {clear_keys: true};
   }
   return {ok: true};
 }"""
 
-# Press send, check the prompt went, wait for the answer to settle, download the image.
-# (cfg, prompt, {pressed, timeout_ms}) -> {b64, src, via, images, partial} | {src, use_response, ...} | {press}
-#   | {message} | {missing, selectors} | {error, kind, snapshot, reopen} | {noimage, answer} | {timeout, ...}
+# Check the box holds exactly the prompt, press send, check the prompt went, wait for the answer, download the image.
+# (cfg, prompt, {pressed, retyped, timeout_ms}) -> {b64, src, via, images, partial} | {src, use_response, ...} | {press}
+#   | {retype} | {message} | {missing, selectors} | {error, kind, snapshot, reopen} | {noimage, answer} | {timeout, ...}
 SEND = "async (cfg, prompt, opts) => {" + HELPERS + r"""
   const st = window.__tabfleet;
   if (!st) return {error: 'the page navigated before the prompt was sent', kind: 'transient', reopen: true};
   const input = () => tf.first(cfg.input.selectors);
   const refocus = () => { const box = input(); if (box) box.focus(); };
   if (!opts.pressed) {
-    const want = tf.norm(prompt).slice(0, 40);
-    if (want && !tf.norm(tf.text(input())).includes(want)) {
-      return {error: 'the prompt did not reach the input box (input.selectors); try input.method = "keys"',
-              kind: 'transient', snapshot: true, reopen: true};
-    }
     let button = tf.first(cfg.submit.selectors, true);
     if (!button && cfg.submit.selectors.length) {
       button = await tf.until(() => tf.first(cfg.submit.selectors, true), Math.min(cfg.sent_ms, 2000));
     }
+    // The box must hold exactly the prompt, read back just before sending: never a prompt glued to old text.
+    const box = input();
+    const got = tf.text(box);
+    if (!tf.same(got, tf.typed(box, prompt))) {
+      // An empty box means the page replaced or reset it after it was typed into (a page still being built): type again.
+      if (tf.norm(got) === '' && !opts.retyped) return {retype: box ? 'the input box was empty when read back' : 'no input box'};
+      return tf.mismatch('the input box holds', got, tf.typed(box, prompt));
+    }
+    st.watch = tf.watch(cfg);  // from here on, what changes is this prompt's doing
     if (!button) {
-      if (!cfg.submit.key) return {missing: 'submit.selectors', selectors: cfg.submit.selectors};
+      if (!cfg.submit.key) { st.watch.stop(); return {missing: 'submit.selectors', selectors: cfg.submit.selectors}; }
       refocus();
       return {press: cfg.submit.selectors.length ? 'no enabled element matches submit.selectors' : 'no send button'};
     }
     button.click();
   }
+  const w = st.watch;
+  if (!w) return {error: 'the page lost the prompt before it was sent', kind: 'transient', reopen: true};
   const why = [];
+  let wrongTurn = null;
   const sent = () => {
     why.length = 0;
-    if (cfg.submit.confirm.includes('composer_empty') && tf.text(input()).trim() !== '') why.push('the input box was not emptied');
-    if (cfg.submit.confirm.includes('user_turn') && !tf.all(cfg.submit.user_turn).some((t) => !st.oldTurns.has(t))) {
-      why.push('no new submit.user_turn');
+    wrongTurn = null;
+    if (tf.message(cfg, st, w, prompt)) return true;  // the page answered already; the wait below reads it
+    const confirm = cfg.submit.confirm;
+    if (confirm.includes('composer_empty') && tf.text(input()).trim() !== '') why.push('the input box was not emptied');
+    if (confirm.includes('user_turn')) {
+      const turns = tf.all(cfg.submit.user_turn).filter((t) => !st.oldTurns.has(t));
+      if (!turns.length) why.push('no new submit.user_turn');
+      else if (!turns.some((t) => tf.same(tf.text(t), prompt))) {
+        wrongTurn = turns[turns.length - 1];
+        why.push('the new submit.user_turn does not hold the prompt');
+      }
     }
+    if (confirm.includes('busy') && !tf.begun(cfg, st, w)) why.push('no busy signal appeared (busy.selectors)');
     return why.length === 0;
   };
-  if (!sent() && !(await tf.until(sent, cfg.sent_ms))) {
-    if (!opts.pressed && cfg.submit.key) { refocus(); return {press: 'clicking send did not send (' + why.join(', ') + ')'}; }
+  if (!sent() && !(await tf.until(sent, cfg.sent_ms)) && !sent()) {
+    if (wrongTurn) {
+      w.stop();
+      return tf.mismatch('the site received', tf.text(wrongTurn), prompt);
+    }
+    // Enter only when nothing shows the page took the click: a second send would make a second image.
+    const reacted = tf.begun(cfg, st, w) || tf.all(cfg.submit.user_turn).some((t) => !st.oldTurns.has(t));
+    if (!opts.pressed && cfg.submit.key && !reacted) { refocus(); return {press: 'clicking send did not send (' + why.join(', ') + ')'}; }
+    w.stop();
     return {error: 'the prompt was not sent: ' + why.join(', '), kind: 'transient', snapshot: true, reopen: true};
   }
   const res = await new Promise((resolve) => {
-    let done = false, busySeen = false, idleSince = null, lastSig = null, changed = performance.now();
-    let lastBurst = -Infinity, pending = null, obs = null, tick = null, timer = null;
+    let done = false, idleSince = null, lastSig = null, changed = performance.now(), lastBurst = -Infinity;
+    let pending = null, wake = null, tick = null, timer = null, best = null, bestAt = 0, seen = {images: 0, ready: 0};
     const finish = (value) => {
       if (done) return;
       done = true;
-      obs.disconnect();
+      w.stop();
+      for (const t of [pending, wake, timer]) clearTimeout(t);
       clearInterval(tick);
-      clearTimeout(timer);
-      clearTimeout(pending);
-      document.removeEventListener('load', soon, true);
+      for (const kind of ['load', 'error', 'transitionend', 'animationend']) document.removeEventListener(kind, soon, true);
       resolve(value);
     };
+    const later = (at) => { clearTimeout(wake); wake = setTimeout(check, Math.max(0, at - performance.now()) + 1); };
     const check = () => {
       if (done) return;
       const now = performance.now();
       try {
-        const hit = tf.message(cfg, st, prompt);
-        if (hit) return finish({message: hit});
+        const hit = tf.message(cfg, st, w, prompt);
+        if (hit && (!best || hit.index < best.index)) best = hit;
+        if (hit && !bestAt) bestAt = now;
+        if (best) {
+          // A second message shown with the first (a badge with its toast) may rank higher: wait a moment.
+          if (best.blocked || now - bestAt >= tf.SETTLE_MS) return finish({message: best});
+          return later(bestAt + tf.SETTLE_MS);
+        }
         const busy = tf.busy(cfg);
-        if (busy) { busySeen = true; idleSince = null; } else if (idleSince === null) idleSince = now;
-        const images = tf.images(cfg).filter((i) => !st.oldKeys.has(i.key));
-        const answers = tf.answers(cfg, st);
+        if (busy) { w.busySeen = true; idleSince = null; } else if (idleSince === null) idleSince = now;
+        const settledAt = busy ? Infinity : idleSince + cfg.busy.settle_ms;
+        const answers = tf.answers(cfg, st, w);
+        // result.repeat = "signal": after the busy cycle this send caused (or, without busy selectors, a changed
+        // reply), the slot holds the answer even when it is the image that was already there.
+        const signalAt = cfg.result.repeat !== 'signal' || busy ? Infinity
+          : cfg.busy.selectors.length ? (w.busySeen ? idleSince + Math.max(cfg.busy.settle_ms, tf.SETTLE_MS) : Infinity)
+          : (answers.length ? now : Infinity);
+        const images = tf.fresh(cfg, st, w, now >= signalAt);
         const sig = images.map((i) => i.key + ' ' + i.src + ' ' + i.done).join('\n') + '|'
                     + answers.length + ':' + answers.reduce((n, a) => n + tf.text(a).length, 0);
         if (sig !== lastSig) { lastSig = sig; changed = now; }
-        const settled = !busy && now - idleSince >= cfg.busy.settle_ms, quiet = now - changed;
         const ready = images.filter((i) => i.done);
         const loading = images.length - ready.length;
-        if (ready.length >= cfg.result.count && !loading && settled && quiet >= cfg.result.stable_ms) {
-          return finish({images: ready});
-        }
-        const begun = busySeen || answers.length > 0 || images.length > 0;
-        if (begun && settled && quiet >= Math.max(cfg.result.stable_ms, cfg.result.grace_ms)) {
+        seen = {images: images.length, ready: ready.length};
+        const stableAt = changed + cfg.result.stable_ms, graceAt = changed + Math.max(cfg.result.stable_ms, cfg.result.grace_ms);
+        if (ready.length >= cfg.result.count && !loading && now >= settledAt && now >= stableAt) return finish({images: ready});
+        const begun = w.busySeen || answers.length > 0 || images.length > 0;
+        if (begun && now >= settledAt && now >= graceAt) {
           if (ready.length) return finish({images: ready, partial: true});
           if (!loading) return finish({noimage: true, answer: tf.norm(answers.map(tf.text).join('\n')).slice(0, 500)});
         }
+        // Wake exactly when a time rule can next be met; DOM changes and image loads wake it sooner.
+        const next = [settledAt, stableAt, graceAt, signalAt].filter((t) => t > now && t < Infinity);
+        if (next.length) later(Math.min(...next));
       } catch (e) {
         finish({error: String(e.message || e), kind: 'permanent'});
       }
@@ -309,15 +211,12 @@ SEND = "async (cfg, prompt, opts) => {" + HELPERS + r"""
       if (wait <= 0) run();
       else pending = setTimeout(run, wait);
     };
-    obs = new MutationObserver(soon);
-    obs.observe(document.documentElement, {subtree: true, childList: true, attributes: true, characterData: true});
-    document.addEventListener('load', soon, true);  // an <img> finishing its load mutates nothing
-    tick = setInterval(check, 200);
-    timer = setTimeout(() => {
-      const images = tf.images(cfg).filter((i) => !st.oldKeys.has(i.key));
-      finish({timeout: true, busy: tf.busy(cfg), images: images.length, ready: images.filter((i) => i.done).length,
-              scope: !!tf.scope(cfg)});
-    }, Math.max(0, opts.timeout_ms));
+    w.hooks.add(soon);
+    // An <img> finishing its load mutates nothing; a spinner may fade out by CSS alone.
+    for (const kind of ['load', 'error', 'transitionend', 'animationend']) document.addEventListener(kind, soon, true);
+    tick = setInterval(check, tf.SAFETY_MS);
+    timer = setTimeout(() => finish({timeout: true, busy: tf.busy(cfg), images: seen.images, ready: seen.ready,
+                                     scope: !!tf.scope(cfg)}), Math.max(0, opts.timeout_ms));
     check();
   });
   if (!res.images) return res;

@@ -50,11 +50,12 @@ def page_config(p: dict[str, Any]) -> dict[str, Any]:
         "input": {k: p["input"][k] for k in ("selectors", "clear")},
         "submit": {k: p["submit"][k] for k in ("selectors", "key", "confirm", "user_turn")},
         "busy": {"selectors": p["busy"]["selectors"], "settle_ms": p["busy"]["settle_s"] * 1000},
-        "result": {k: p["result"][k] for k in ("scope", "selector", "answer", "count", "dedupe", "min_px")}
+        "result": {k: p["result"][k] for k in ("scope", "selector", "answer", "answer_in_place", "count", "dedupe",
+                                               "min_px", "repeat")}
         | {"stable_ms": p["result"]["stable_s"] * 1000, "grace_ms": p["result"]["grace_s"] * 1000},
         "login": {k: p["login"][k] for k in ("urls", "selectors")},
-        "messages": [{"pattern": m["pattern"], "cls": m["class"], "where": m["where"]} for m in p["messages"]],
-        "page_messages": any(m["where"] == "page" for m in p["messages"]),
+        "messages": [{"pattern": m["pattern"], "selector": m["selector"], "cls": m["class"], "where": m["where"]}
+                     for m in p["messages"]],
         "download": p["download"]["method"],
         "load_ms": p["timeouts"]["load_s"] * 1000,
         "sent_ms": p["timeouts"]["sent_s"] * 1000,
@@ -195,6 +196,22 @@ class ProfileAdapter(SiteAdapter):
         if p["conversation"]["new"] == "navigate" and not self.fresh:
             await self.load(page, self.opened_url or "", min(float(p["timeouts"]["load_s"]), self.left(deadline)))
         self.fresh = False
+        await self.type_prompt(page, prompt, deadline, cdp_timeout)
+        result = await self.send(page, prompt, deadline, pressed=False)
+        if result.get("retype"):
+            # Nothing was sent: the page replaced or reset its box after the typing (it was still being built).
+            log.info("%s: %s; typing the prompt again", self.name, result["retype"])
+            await self.type_prompt(page, prompt, deadline, cdp_timeout)
+            result = await self.send(page, prompt, deadline, pressed=False, retyped=True)
+        if result.get("press"):
+            log.info("%s: %s; pressing %s", self.name, result["press"], p["submit"]["key"])
+            await self.press(page, p["submit"]["key"], cdp_timeout)
+            result = await self.send(page, prompt, deadline, pressed=True)
+        return await self.image(page, result, cdp_timeout)
+
+    async def type_prompt(self, page: Any, prompt: str, deadline: float, cdp_timeout: float) -> None:
+        """PREPARE (baseline, focus, clear), then the prompt typed into the box."""
+        p = self.profile
         prep = await self.run(page, pagejs.PREPARE, self.cfg, prompt,
                               timeout=min(cdp_timeout + p["timeouts"]["load_s"], self.left(deadline) + 1))
         if prep.get("clear_keys"):
@@ -205,14 +222,8 @@ class ProfileAdapter(SiteAdapter):
             await self.type_keys(page, prompt, deadline, cdp_timeout)
         else:
             await cdp(page, "Input.insertText", {"text": prompt}, cdp_timeout)
-        result = await self.send(page, prompt, deadline, pressed=False)
-        if result.get("press"):
-            log.info("%s: %s; pressing %s", self.name, result["press"], p["submit"]["key"])
-            await self.press(page, p["submit"]["key"], cdp_timeout)
-            result = await self.send(page, prompt, deadline, pressed=True)
-        return await self.image(page, result, cdp_timeout)
 
-    async def send(self, page: Any, prompt: str, deadline: float, pressed: bool) -> dict[str, Any]:
+    async def send(self, page: Any, prompt: str, deadline: float, pressed: bool, retyped: bool = False) -> dict[str, Any]:
         remaining = self.left(deadline)
         if remaining <= 0:
             raise SiteError("task deadline passed before sending", TIMEOUT)
@@ -222,7 +233,7 @@ class ProfileAdapter(SiteAdapter):
         answer_s = self.answer_s or float(self.profile["timeouts"]["answer_s"])
         if answer_s > 0:
             budget = min(budget, answer_s)
-        opts = {"pressed": pressed, "timeout_ms": int(budget * 1000)}
+        opts = {"pressed": pressed, "retyped": retyped, "timeout_ms": int(budget * 1000)}
         self.budget_s = budget
         sent_at, started = time.time(), time.monotonic()
         result = await self.run(page, pagejs.SEND, self.cfg, prompt, opts, timeout=min(remaining, budget + ANSWER_MARGIN_S))

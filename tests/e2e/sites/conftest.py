@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import secrets
 import threading
 import time
@@ -25,9 +26,12 @@ from aiohttp import web
 from tabfleetd import profiles
 from tabfleetd.browser import Chromium
 from tabfleetd.demoimage import render_png
+from tabfleetd.errors import SiteError
+from tabfleetd.sites import ProfileAdapter
 
 PAGES = Path(__file__).parent / "pages"
 FIXTURE_PROFILE = Path(__file__).parent / "fixture.toml"
+FORM_PROFILE = Path(__file__).parent / "form.toml"
 
 
 @dataclass
@@ -36,6 +40,7 @@ class FixtureSite:
 
     port: int = 0
     images: dict[str, str] = field(default_factory=dict)  # image id -> the text it renders
+    generated: list[str] = field(default_factory=list)  # every text an image was made for, in order
     log: list[dict[str, Any]] = field(default_factory=list)
     runner: web.AppRunner | None = None
 
@@ -47,7 +52,8 @@ class FixtureSite:
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._record])
-        app.add_routes([web.get("/chat", self._chat), web.get("/app", self._app), web.get("/login", self._login_page),
+        app.add_routes([web.get("/chat", self._chat), web.get("/form", self._form), web.get("/chatgpt", self._chatgpt), web.get("/app", self._app),
+                        web.get("/login", self._login_page),
                         web.post("/login", self._login), web.get("/api/session", self._session),
                         web.post("/api/gen", self._gen), web.get("/img/{id}.png", self._image),
                         web.get("/xo/{id}.png", self._cross_image)])
@@ -67,14 +73,20 @@ class FixtureSite:
                          "agent": request.headers.get("User-Agent", ""), "time": time.monotonic()})
         return await handler(request)
 
-    def _page(self, request: web.Request) -> web.Response:
-        response = web.Response(text=(PAGES / "chat.html").read_text(), content_type="text/html")
+    def _page(self, request: web.Request, name: str = "chat.html") -> web.Response:
+        response = web.Response(text=(PAGES / name).read_text(), content_type="text/html")
         if "sid" not in request.cookies:
             response.set_cookie("sid", secrets.token_hex(8), httponly=True, samesite="Lax")
         return response
 
     async def _chat(self, request: web.Request) -> web.Response:
         return self._page(request)
+
+    async def _form(self, request: web.Request) -> web.Response:
+        return self._page(request, "form.html")
+
+    async def _chatgpt(self, request: web.Request) -> web.Response:
+        return self._page(request, "chatgpt.html")
 
     async def _app(self, request: web.Request) -> web.Response:
         """The chat behind a login: without the auth cookie it sends the browser to the login page."""
@@ -99,13 +111,15 @@ class FixtureSite:
         body = await request.json()
         ids = []
         for n in range(int(body.get("count", 1))):
-            ids.append(self._new_image(body["prompt"] + ("" if n == 0 else f" #{n + 1}")))
+            ids.append(self._new_image(body["prompt"] + ("" if n == 0 else f" #{n + 1}"), bool(body.get("stable"))))
         preview = self._new_image(body["prompt"] + " preview") if body.get("preview") else None
         return web.json_response({"ids": ids, "preview": preview})
 
-    def _new_image(self, text: str) -> str:
-        image_id = secrets.token_hex(6)
+    def _new_image(self, text: str, stable: bool = False) -> str:
+        """A new image id; with `stable`, the same text always gets the same id, so the same URL."""
+        image_id = hashlib.sha256(text.encode()).hexdigest()[:12] if stable else secrets.token_hex(6)
         self.images[image_id] = text
+        self.generated.append(text)
         return image_id
 
     async def _image(self, request: web.Request) -> web.Response:
@@ -137,6 +151,35 @@ class Harness:
     @staticmethod
     def profile(**sections: dict[str, Any]) -> dict[str, Any]:
         return fixture_profile(**sections)
+
+    @staticmethod
+    def form(**sections: dict[str, Any]) -> dict[str, Any]:
+        """The fixture form's profile (form.toml), with some sections' keys replaced."""
+        return fixture_profile(FORM_PROFILE, **sections)
+
+    def drive(self, profile: dict[str, Any], url: str, prompts: list[str], snapshots: Path | None = None,
+              after: str | None = None) -> tuple[list[bytes | SiteError], Any]:
+        """Open `url` in a new page and run the prompts as a worker does, each once; each result is image bytes or the
+        SiteError. With `after`, the script is evaluated on the page at the end and its value returned too."""
+        browser = self.browser_ready()
+
+        async def go() -> tuple[list[bytes | SiteError], Any]:
+            page = await browser.newPage()
+            try:
+                adapter = ProfileAdapter(profile, snapshots, wid=1)
+                results: list[bytes | SiteError] = []
+                for prompt in prompts:
+                    try:
+                        if adapter.opened_url != url:
+                            await adapter.open(page, url, 10)
+                        results.append(await adapter.generate(page, prompt, self.deadline(), 5))
+                    except SiteError as exc:
+                        results.append(exc)
+                return results, (await page.evaluate(after) if after else None)
+            finally:
+                await page.close()
+
+        return self.run(go())
 
     @staticmethod
     def deadline(seconds: float = 20) -> float:
@@ -184,9 +227,9 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         h.stop()
 
 
-def fixture_profile(**sections: dict[str, Any]) -> dict[str, Any]:
-    """The fixture site's profile (fixture.toml) with some sections' keys replaced, checked like any profile."""
-    raw = tomllib.loads(FIXTURE_PROFILE.read_text())
+def fixture_profile(path: Path = FIXTURE_PROFILE, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A fixture page's profile (fixture.toml by default) with some sections' keys replaced, checked like any profile."""
+    raw = tomllib.loads(path.read_text())
     for section, values in sections.items():
         if section == "top":
             raw.update(values)

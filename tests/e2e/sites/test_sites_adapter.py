@@ -20,37 +20,10 @@ from tabfleetd.sites.base import until_clock
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 
-def drive(h: Any, profile: dict[str, Any], url: str, prompts: list[str], snapshots: Path | None = None,
-          after: str | None = None) -> tuple[list[bytes | SiteError], Any]:
-    """Open `url` in a new page and run the prompts as a worker does; each result is image bytes or the SiteError.
-
-    With `after`, the script is evaluated on the page at the end and its value returned too.
-    """
-    browser = h.browser_ready()
-
-    async def go() -> tuple[list[bytes | SiteError], Any]:
-        page = await browser.newPage()
-        try:
-            adapter = ProfileAdapter(profile, snapshots, wid=1)
-            results: list[bytes | SiteError] = []
-            for prompt in prompts:
-                try:
-                    if adapter.opened_url != url:
-                        await adapter.open(page, url, 10)
-                    results.append(await adapter.generate(page, prompt, h.deadline(), 5))
-                except SiteError as exc:
-                    results.append(exc)
-            return results, (await page.evaluate(after) if after else None)
-        finally:
-            await page.close()
-
-    return h.run(go())
-
-
 def test_model_editor_with_a_draft_gets_the_exact_prompt(harness: Any) -> None:
     """A ProseMirror-like editor that undoes DOM writes, holding a draft, is cleared with keys and typed with insertText."""
     prompt = "a red fox in deep snow"
-    results, _ = drive(harness, harness.profile(), harness.site.url(editor="model", draft="an old draft"), [prompt])
+    results, _ = harness.drive(harness.profile(), harness.site.url(editor="model", draft="an old draft"), [prompt])
     assert results == [render_png(prompt)]
     assert prompt in harness.site.images.values() and not any("old draft" in t for t in harness.site.images.values())
 
@@ -58,9 +31,9 @@ def test_model_editor_with_a_draft_gets_the_exact_prompt(harness: Any) -> None:
 def test_keystroke_input_and_textarea(harness: Any) -> None:
     """input.method = "keys" types real keystrokes into the model editor; a plain textarea takes insertText."""
     keys = harness.profile(input={"method": "keys"})
-    results, _ = drive(harness, keys, harness.site.url(editor="model"), ["typed key by key"])
+    results, _ = harness.drive(keys, harness.site.url(editor="model"), ["typed key by key"])
     assert results == [render_png("typed key by key")]
-    results, _ = drive(harness, harness.profile(), harness.site.url(editor="textarea", draft="left over"), ["a textarea prompt"])
+    results, _ = harness.drive(harness.profile(), harness.site.url(editor="textarea", draft="left over"), ["a textarea prompt"])
     assert results == [render_png("a textarea prompt")]
 
 
@@ -68,7 +41,7 @@ def test_enter_is_the_fallback_when_there_is_no_send_button_or_it_does_not_send(
     """With no send button, or one whose click sends nothing, submit.key (Enter) sends the prompt."""
     for mode in ("enter", "dead"):
         profile = harness.profile(timeouts={"sent_s": 0.5})
-        results, turns = drive(harness, profile, harness.site.url(send=mode), [f"sent with enter {mode}"],
+        results, turns = harness.drive(profile, harness.site.url(send=mode), [f"sent with enter {mode}"],
                                after="() => document.querySelectorAll('.turn.user').length")
         assert results == [render_png(f"sent with enter {mode}")] and turns == 1, mode
 
@@ -76,18 +49,18 @@ def test_enter_is_the_fallback_when_there_is_no_send_button_or_it_does_not_send(
 def test_flickering_busy_signal_waits_for_the_final_image(harness: Any) -> None:
     """Busy goes away for 300 ms while a preview shows; settle_s keeps the preview from being taken."""
     url = harness.site.url(busy="flicker")
-    results, _ = drive(harness, harness.profile(busy={"settle_s": 0.8}), url, ["a lighthouse at dusk"])
+    results, _ = harness.drive(harness.profile(busy={"settle_s": 0.8}), url, ["a lighthouse at dusk"])
     assert results == [render_png("a lighthouse at dusk")]
-    hasty, _ = drive(harness, harness.profile(busy={"settle_s": 0}), url, ["a lighthouse at noon"])
+    hasty, _ = harness.drive(harness.profile(busy={"settle_s": 0}), url, ["a lighthouse at noon"])
     assert hasty == [render_png("a lighthouse at noon preview")], "without settle_s the flicker should fool the wait"
 
 
 def test_a_late_second_image_is_not_taken_for_the_next_prompt(harness: Any) -> None:
     """With result.count = 2 the worker waits for a late second image; with 1, the next prompt takes it by mistake."""
     url = harness.site.url(images=2, late=400, latency=600)
-    results, _ = drive(harness, harness.profile(result={"count": 2}), url, ["first prompt", "second prompt"])
+    results, _ = harness.drive(harness.profile(result={"count": 2}), url, ["first prompt", "second prompt"])
     assert results == [render_png("first prompt"), render_png("second prompt")]
-    mixed, _ = drive(harness, harness.profile(result={"count": 1}), url, ["third prompt", "fourth prompt"])
+    mixed, _ = harness.drive(harness.profile(result={"count": 1}), url, ["third prompt", "fourth prompt"])
     assert mixed[0] == render_png("third prompt") and mixed[1] == render_png("third prompt #2")
 
 
@@ -95,7 +68,7 @@ def test_a_late_second_image_is_not_taken_for_the_next_prompt(harness: Any) -> N
 def test_blob_data_and_cookie_protected_images_are_read_byte_exact(harness: Any, mode: str) -> None:
     """blob:, data: and cookie-protected http images all come back as the site's exact bytes (an in-page fetch)."""
     prompt = f"an image shown as {mode}"
-    results, _ = drive(harness, harness.profile(), harness.site.url(img=mode), [prompt])
+    results, _ = harness.drive(harness.profile(), harness.site.url(img=mode), [prompt])
     assert results == [render_png(prompt)]
     if mode == "url":
         image_id = next(i for i, t in harness.site.images.items() if t == prompt)
@@ -109,9 +82,9 @@ def test_blob_data_and_cookie_protected_images_are_read_byte_exact(harness: Any,
 def test_cross_origin_image_needs_the_response_body(harness: Any) -> None:
     """An image from another origin without CORS cannot be fetched in the page; download.method = "response" reads it."""
     url = harness.site.url(img="cross")
-    refused, _ = drive(harness, harness.profile(), url, ["a cross-origin image"])
+    refused, _ = harness.drive(harness.profile(), url, ["a cross-origin image"])
     assert isinstance(refused[0], SiteError) and "image download failed" in str(refused[0])
-    results, _ = drive(harness, harness.profile(download={"method": "response"}), url, ["a network body"])
+    results, _ = harness.drive(harness.profile(download={"method": "response"}), url, ["a network body"])
     assert results == [render_png("a network body")]
 
 
@@ -132,7 +105,7 @@ CLOCK = "4:17 PM"
 def test_each_message_class(harness: Any, tmp_path: Path, text: str, kind: str, wait: Any) -> None:
     """Messages in the answer, elsewhere on the page, or in the title map to their failure class and stated wait."""
     marker = text if text.startswith(("toast:", "title:")) else f"say:{text}"
-    results, _ = drive(harness, harness.profile(), harness.site.url(), [f"[[{marker}]]"], snapshots=tmp_path)
+    results, _ = harness.drive(harness.profile(), harness.site.url(), [f"[[{marker}]]"], snapshots=tmp_path)
     (error,) = results
     assert isinstance(error, SiteError) and error.kind == kind, error
     assert marker.split(":", 1)[1].rstrip(".")[:20] in str(error)
@@ -147,16 +120,16 @@ def test_each_message_class(harness: Any, tmp_path: Path, text: str, kind: str, 
 
 def test_login_page_and_session_probe_mean_auth(harness: Any) -> None:
     """A redirect to a login.urls page, or a session probe without a user, fails as auth with a login hint."""
-    at_login, _ = drive(harness, harness.profile(login={"urls": ["/login"]}), harness.site.url("/app"), ["x"])
+    at_login, _ = harness.drive(harness.profile(login={"urls": ["/login"]}), harness.site.url("/app"), ["x"])
     assert isinstance(at_login[0], SiteError) and at_login[0].kind == "auth" and "tabfleetctl login --worker 1" in str(at_login[0])
-    probed, _ = drive(harness, harness.profile(login={"probe_url": "/api/session", "probe_pattern": '"user"'}),
+    probed, _ = harness.drive(harness.profile(login={"probe_url": "/api/session", "probe_pattern": '"user"'}),
                       harness.site.url(), ["y"])
     assert isinstance(probed[0], SiteError) and probed[0].kind == "auth" and "/api/session" in str(probed[0])
 
 
 def test_a_selector_that_misses_is_named_and_leaves_a_screenshot_and_html(harness: Any, tmp_path: Path) -> None:
     """When the input selector matches nothing, the error names the key and the selector, and a snapshot is saved."""
-    results, _ = drive(harness, harness.profile(input={"selectors": ["#composer-v2"]}, timeouts={"load_s": 1}),
+    results, _ = harness.drive(harness.profile(input={"selectors": ["#composer-v2"]}, timeouts={"load_s": 1}),
                        harness.site.url(), ["lost"], snapshots=tmp_path)
     error = results[0]
     assert isinstance(error, SiteError) and "input.selectors" in str(error) and "#composer-v2" in str(error)
@@ -167,11 +140,11 @@ def test_a_selector_that_misses_is_named_and_leaves_a_screenshot_and_html(harnes
 
 def test_new_conversation_by_click_and_by_navigation(harness: Any) -> None:
     """conversation.new = "click" empties the thread before each prompt; "navigate" loads the start URL again."""
-    clicked, turns = drive(harness, harness.profile(conversation={"new": "click", "selector": "#new-chat"}),
+    clicked, turns = harness.drive(harness.profile(conversation={"new": "click", "selector": "#new-chat"}),
                            harness.site.url(tag="click"), ["click one", "click two"],
                            after="() => document.querySelectorAll('.turn.user').length")
     assert clicked == [render_png("click one"), render_png("click two")] and turns == 1
-    navigated, _ = drive(harness, harness.profile(conversation={"new": "navigate"}), harness.site.url(tag="nav"),
+    navigated, _ = harness.drive(harness.profile(conversation={"new": "navigate"}), harness.site.url(tag="nav"),
                          ["nav one", "nav two", "nav three"])
     assert navigated == [render_png(p) for p in ("nav one", "nav two", "nav three")]
     assert len(harness.site.requests("/chat?tag=nav")) == 3
@@ -179,7 +152,7 @@ def test_new_conversation_by_click_and_by_navigation(harness: Any) -> None:
 
 def test_pacing_pauses_between_prompts(harness: Any) -> None:
     """pacing.pause_s leaves at least that long between one prompt's end and the next one's request."""
-    results, _ = drive(harness, harness.profile(pacing={"pause_s": 0.7}), harness.site.url(latency=0), ["pace one", "pace two"])
+    results, _ = harness.drive(harness.profile(pacing={"pause_s": 0.7}), harness.site.url(latency=0), ["pace one", "pace two"])
     assert results == [render_png("pace one"), render_png("pace two")]
     gens = [r["time"] for r in harness.site.requests("/api/gen")][-2:]
     assert gens[1] - gens[0] >= 0.7

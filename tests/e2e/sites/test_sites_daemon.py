@@ -23,11 +23,12 @@ from tabfleetd.outputs import output_name
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 FIXTURE = Path(__file__).parent / "fixture.toml"
+FORM = Path(__file__).parent / "form.toml"
 
 
-def write_profile(path: Path, url: str, extra: str = "") -> Path:
-    """The fixture profile pointed at `url`, with extra TOML sections."""
-    text = re.sub(r"(?m)^start_url = .*$", f'start_url = "{url}"', FIXTURE.read_text())
+def write_profile(path: Path, url: str, extra: str = "", source: Path = FIXTURE) -> Path:
+    """A fixture profile (the chat's by default) pointed at `url`, with extra TOML sections."""
+    text = re.sub(r"(?m)^start_url = .*$", f'start_url = "{url}"', source.read_text())
     path.write_text(text + "\n" + extra, encoding="utf-8")
     return path
 
@@ -52,6 +53,18 @@ def test_sites_list_show_check_and_login_without_a_display(make_daemon: Any, mon
     assert shown == profiles.builtin_text("chatgpt")
     (daemon.work / "mine.toml").write_text(shown.replace('name = "chatgpt"', 'name = "mine"'))
     assert "mine.toml: ok (site 'mine')" in daemon.ctl("sites", "check", "mine.toml", check=True).stdout
+    explained = daemon.ctl("sites", "check", "--explain", "mine.toml", check=True).stdout
+    for key in ("start_url", "vars", "submit.confirm", "result.repeat", "result.answer_in_place", "messages[0].selector"):
+        assert re.search(rf"(?m)^[* ] {re.escape(key)} = ", explained), key
+    assert '\n* busy.settle_s = 6\n' in explained and '\n  result.repeat = "touched"\n' in explained
+    assert profiles.SCHEMA["result"]["repeat"].doc[:60] in explained.replace("\n    ", " ")
+    (daemon.work / "vars.toml").write_text(shown.replace('start_url = "https://chatgpt.com/"',
+                                                         'start_url = "http://{host}:{port}/"'))
+    write_prompts(daemon.work / "v.txt", ["one"])
+    novalue = daemon.ctl("submit", "v.txt", "--site", "vars.toml", "--var", "port=7860")
+    assert novalue.returncode == 4 and "needs a value for {host}" in novalue.stderr
+    typo = daemon.ctl("submit", "v.txt", "--site", "vars.toml", "--var", "hots=x")
+    assert typo.returncode == 4 and "unknown start-URL variable 'hots'" in typo.stderr
     (daemon.work / "bad.toml").write_text(shown.replace("count = 1", "count = 0").replace("selector = 'img", "selecter = 'img"))
     bad = daemon.ctl("sites", "check", "bad.toml")
     assert bad.returncode == 1
@@ -173,3 +186,34 @@ def test_login_signs_a_blocked_worker_in_and_it_takes_tasks_again(make_daemon: A
         assert len({r["agent"] for r in signed}) == 2, "the login window and then the worker's own browser"
     finally:
         screen.stop()
+
+
+def test_one_prompt_repeated_in_a_job_on_one_worker_is_done_first_time(make_daemon: Any, harness: Any) -> None:
+    """The same prompt several times in a row on one worker, on a form with one slot and one URL per prompt: every
+    task is done on its first attempt, each with its own exact image."""
+    daemon = make_daemon(workers=1)
+    write_profile(daemon.work / "form.toml", harness.site.url("/form", tag="daemon-repeat"), source=FORM)
+    prompts = write_prompts(daemon.work / "p.txt", ["a quiet pond"] * 4 + ["a busy street"] * 2 + ["a quiet pond"])
+    job_id = json.loads(daemon.ctl("submit", "p.txt", "--site", "form.toml", "--json", "--wait",
+                                   check=True).stdout.splitlines()[0])["job"]
+    tasks = daemon.call("tasks", {"job": job_id})["tasks"]
+    assert [(t["state"], t["attempts"]) for t in tasks] == [("done", 1)] * len(prompts), tasks
+    check_images(daemon.work / "tabfleet-out" / job_id, prompts)
+
+
+def test_a_profile_without_clear_fails_every_task_and_writes_no_image(make_daemon: Any, harness: Any) -> None:
+    """input.clear = false on a box holding text: every task fails at once with an error naming the key; no image."""
+    daemon = make_daemon(workers=2)
+    url = harness.site.url("/form", draft="a photo of an astronaut", tag="no-clear")
+    write_profile(daemon.work / "form.toml", url, source=FORM)
+    (daemon.work / "form.toml").write_text((daemon.work / "form.toml").read_text().replace("clear = true", "clear = false"))
+    write_prompts(daemon.work / "p.txt", [f"a glued prompt {i}" for i in range(6)])
+    before = len(harness.site.generated)
+    result = daemon.ctl("submit", "p.txt", "--site", "form.toml", "--json", "--wait")
+    assert result.returncode == 1, result.stderr
+    job_id = json.loads(result.stdout.splitlines()[0])["job"]
+    tasks = daemon.call("tasks", {"job": job_id})["tasks"]
+    assert [(t["state"], t["attempts"], t["error_kind"]) for t in tasks] == [("failed", 1, "permanent")] * 6, tasks
+    assert all("input.clear is false" in t["error"] and "set input.clear = true" in t["error"] for t in tasks)
+    out = daemon.work / "tabfleet-out" / job_id
+    assert not list(out.glob("*.png")) and harness.site.generated[before:] == []
