@@ -15,8 +15,10 @@ from typing import Any
 
 import click
 
-from .client import Client, DaemonError, DaemonNotRunning, default_socket
+from .client import (BUSY_WAIT_S, Client, DaemonBusy, DaemonError, DaemonNotRunning, NoPermission, UnsafeSocket,
+                     default_socket)
 from .samples import DEMO_PROMPTS
+from .terminal import printable
 
 # Named exit codes.
 EXIT_OK = 0
@@ -24,6 +26,8 @@ EXIT_TASKS_FAILED = 1  # --wait: the job ended with failed tasks
 EXIT_USAGE = 2  # click's own
 EXIT_NOT_RUNNING = 3
 EXIT_DAEMON_ERROR = 4
+EXIT_BUSY = 5  # the daemon kept refusing for now: too many connections or bytes in flight
+EXIT_UNSAFE_SOCKET = 6  # the socket's directory could be someone else's
 
 TERMINAL = ("done", "failed", "cancelled")
 
@@ -35,14 +39,28 @@ class Ctx:
 
     @contextmanager
     def client(self) -> Iterator[Client]:
+        with self.reporting(), Client(self.socket, self.timeout) as client:
+            yield client
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Turn the client's errors into a message and tabfleetctl's exit code."""
         try:
-            with Client(self.socket, self.timeout) as client:
-                yield client
+            yield
+        except NoPermission as exc:
+            click.echo(f"tabfleetctl: {exc}", err=True)
+            sys.exit(EXIT_NOT_RUNNING)
         except DaemonNotRunning as exc:
             click.echo(f"tabfleetctl: {exc}. Start it with `tabfleetd` (or `systemctl start tabfleetd`).", err=True)
             sys.exit(EXIT_NOT_RUNNING)
+        except UnsafeSocket as exc:
+            click.echo(f"tabfleetctl: {printable(exc)}", err=True)
+            sys.exit(EXIT_UNSAFE_SOCKET)
+        except DaemonBusy as exc:
+            click.echo(f"tabfleetctl: {printable(exc)} (still busy after retrying for {BUSY_WAIT_S:g} s; try again)", err=True)
+            sys.exit(EXIT_BUSY)
         except DaemonError as exc:
-            click.echo(f"tabfleetctl: error {exc.code}: {exc}", err=True)
+            click.echo(f"tabfleetctl: error {exc.code}: {printable(exc)}", err=True)
             sys.exit(EXIT_DAEMON_ERROR)
 
     def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
@@ -157,7 +175,7 @@ def status(ctx: Ctx, job: str | None, as_json: bool) -> None:
                f"{mem.get('desired_workers', '?')} workers{' (holding new work: memory high)' if mem.get('holding') else ''}")
     for site, pace in (result.get("limits") or {}).get("sites", {}).items():
         rate = "no limit" if pace["rate_per_min"] is None else f"{pace['rate_per_min']:.1f}/min"
-        click.echo(f"site {site}: {rate}, {pace['rate_limit_hits']} rate-limit answers")
+        click.echo(f"site {printable(site)}: {rate}, {pace['rate_limit_hits']} rate-limit answers")
 
 
 def workers_table(workers: list[dict[str, Any]]) -> str:
@@ -176,7 +194,7 @@ def account_health(worker: dict[str, Any]) -> str:
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers] + [[str(c) for c in row] for row in rows]
+    cells = [headers] + [[printable(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
@@ -254,6 +272,13 @@ def ping(ctx: Ctx) -> None:
 
 
 @main.command()
+@pass_ctx
+def dashboard(ctx: Ctx) -> None:
+    """Print a one-time link that signs a browser in to the web dashboard (valid for 2 minutes)."""
+    click.echo(ctx.call("dashboard_url")["url"])
+
+
+@main.command()
 @click.option("--wait", is_flag=True, help="Return only once the daemon process has exited.")
 @click.option("--max-wait", type=float, default=120.0, show_default=True, help="With --wait: give up after this many seconds (exit 4).")
 @pass_ctx
@@ -295,10 +320,11 @@ def _process_gone(pid: int) -> bool:
 def demo(ctx: Ctx, workers: int, count: int, latency: float, out: Path | None, keep_daemon: bool) -> None:
     """First run: generate sample images on the bundled demo site."""
     started = None
-    try:
-        Client(ctx.socket, ctx.timeout).connect()
-    except DaemonNotRunning:
-        started = start_daemon(ctx, workers)
+    with ctx.reporting():
+        try:
+            Client(ctx.socket, ctx.timeout).connect()
+        except DaemonNotRunning:
+            started = start_daemon(ctx, workers)
     try:
         with ctx.client() as client:
             result = client.call("submit", {
