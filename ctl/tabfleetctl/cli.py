@@ -47,25 +47,28 @@ class Ctx:
         """Turn the client's errors into a message and tabfleetctl's exit code."""
         try:
             yield
-        except NoPermission as exc:
-            click.echo(f"tabfleetctl: {exc}", err=True)
-            sys.exit(EXIT_NOT_RUNNING)
-        except DaemonNotRunning as exc:
-            click.echo(f"tabfleetctl: {exc}. Start it with `tabfleetd` (or `systemctl start tabfleetd`).", err=True)
-            sys.exit(EXIT_NOT_RUNNING)
-        except UnsafeSocket as exc:
-            click.echo(f"tabfleetctl: {printable(exc)}", err=True)
-            sys.exit(EXIT_UNSAFE_SOCKET)
-        except DaemonBusy as exc:
-            click.echo(f"tabfleetctl: {printable(exc)} (still busy after retrying for {BUSY_WAIT_S:g} s; try again)", err=True)
-            sys.exit(EXIT_BUSY)
-        except DaemonError as exc:
-            click.echo(f"tabfleetctl: error {exc.code}: {printable(exc)}", err=True)
-            sys.exit(EXIT_DAEMON_ERROR)
+        except (DaemonNotRunning, UnsafeSocket, DaemonError) as exc:
+            code, message = explain(exc)
+            click.echo(f"tabfleetctl: {message}", err=True)
+            sys.exit(code)
 
     def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
         with self.client() as client:
             return client.call(op, args)
+
+
+def explain(exc: Exception) -> tuple[int, str]:
+    """The exit code and message for a client error (the daemon's words escaped: they may quote a prompt)."""
+    if isinstance(exc, NoPermission):
+        return EXIT_NOT_RUNNING, str(exc)
+    if isinstance(exc, DaemonNotRunning):
+        return EXIT_NOT_RUNNING, f"{exc}. Start it with `tabfleetd` (or `systemctl start tabfleetd`)."
+    if isinstance(exc, UnsafeSocket):
+        return EXIT_UNSAFE_SOCKET, printable(exc)
+    if isinstance(exc, DaemonBusy):
+        return EXIT_BUSY, f"{printable(exc)} (still busy after retrying for {BUSY_WAIT_S:g} s; try again)"
+    assert isinstance(exc, DaemonError)
+    return EXIT_DAEMON_ERROR, f"error {exc.code}: {printable(exc)}"
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

@@ -9,6 +9,8 @@ import resource
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psutil
@@ -32,6 +34,20 @@ def request(port: int, path: str, headers: dict[str, str] | None = None) -> http
     response.read()
     conn.close()
     return response
+
+
+@contextmanager
+def idle_connections(port: int, count: int) -> Iterator[None]:
+    """Hold `count` TCP connections that send nothing (a second after opening them, for the daemon to take them in)."""
+    idle = []
+    try:
+        for _ in range(count):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        time.sleep(1)
+        yield
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 def web_daemon(make_daemon: Any, short_tmp: Any, port: int, **config: Any) -> Any:
@@ -77,20 +93,13 @@ def test_idle_http_connections_cannot_take_every_descriptor(make_daemon: Any, sh
     """1100 idle connections against a 1024-descriptor daemon: at most web_max_connections stay; ping, submit and the dashboard work."""
     daemon = web_daemon(make_daemon, short_tmp, port)
     resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (1024, 1024))
-    idle = []
-    try:
-        for _ in range(1100):
-            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        time.sleep(1)
+    with idle_connections(port, 1100):
         fds = psutil.Process(daemon.proc.pid).num_fds()
         assert fds < 256 + 100, f"the daemon holds {fds} descriptors"
         assert daemon.ctl("ping", timeout=60).returncode == 0
         job = daemon.submit(["a paper boat"], "latency=0.2")
         assert daemon.wait_job(job, timeout=60)["done"] == 1
         assert request(port, "/api/state", daemon.web_headers).status == 200
-    finally:
-        for sock in idle:
-            sock.close()
     assert sum("closed the oldest" in line for line in daemon.log_text().splitlines()) <= 3
 
 
@@ -99,18 +108,11 @@ def test_accept_does_not_spin_when_descriptors_run_out(make_daemon: Any, short_t
     daemon = web_daemon(make_daemon, short_tmp, port, web_max_connections=5000, web_idle_timeout_s=60.0)
     proc = psutil.Process(daemon.proc.pid)
     resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (300, 300))
-    idle = []
-    try:
-        for _ in range(400):
-            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        time.sleep(1)
+    with idle_connections(port, 400):
         cpu = sum(proc.cpu_times()[:2])
         time.sleep(3)
         spent = sum(proc.cpu_times()[:2]) - cpu
         assert spent < 1.0, f"the daemon spent {spent:.2f} s of CPU in 3 s"
-    finally:
-        for sock in idle:
-            sock.close()
     assert sum("out of file descriptors" in line for line in daemon.log_text().splitlines()) <= 3
     deadline = time.monotonic() + 30
     while daemon.ctl("ping", timeout=60).returncode != 0:
