@@ -156,8 +156,8 @@ class Commands:
         rate = self.daemon.scheduler.rate_per_min(job["id"])
         remaining = counts["pending"] + counts["running"]
         eta = round(remaining / rate * 60) if rate > 0 and remaining else (0 if not remaining else None)
-        view = {"id": job["id"], "name": job["name"], "state": job["state"], "site": job["site"], "out": job["out"], "uid": job.get("uid"),
-                "total": job["total"], "rate_per_min": rate, "eta_s": eta, "created": job["created"],
+        view = {"id": job["id"], "name": job["name"], "state": job["state"], "site": job["site"], "out": job["out"],
+                "uid": job.get("uid"), "total": job["total"], "rate_per_min": rate, "eta_s": eta, "created": job["created"],
                 "finished": job["finished"]}
         view.update({b: counts[b] for b in BUCKETS})
         return view

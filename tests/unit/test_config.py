@@ -218,3 +218,9 @@ def test_config_is_frozen() -> None:
 def test_fields_table_matches_dataclass() -> None:
     """The FIELDS lookup used for validation knows exactly the dataclass's keys."""
     assert set(config_mod.FIELDS) == {f.name for f in dataclasses.fields(Config)}
+
+
+def test_bytes_in_flight_must_hold_the_largest_frame(tmp_path: Path) -> None:
+    """max_bytes_in_flight below max_frame_bytes could never admit a big request: refused, naming both keys."""
+    with pytest.raises(ConfigError, match="'max_bytes_in_flight' must be at least 'max_frame_bytes'"):
+        load(None, {"max_frame_bytes": 2 << 20, "max_bytes_in_flight": 1 << 20}, {}, tmp_path)
