@@ -16,8 +16,10 @@ from typing import Any
 
 import click
 
-from .client import Client, DaemonError, DaemonNotRunning, default_socket
+from .client import (BUSY_WAIT_S, Client, DaemonBusy, DaemonError, DaemonNotRunning, NoPermission, UnsafeSocket,
+                     default_socket)
 from .samples import DEMO_PROMPTS
+from .terminal import printable
 from .watch import pace_line
 
 # Named exit codes.
@@ -26,6 +28,8 @@ EXIT_TASKS_FAILED = 1  # --wait: the job ended with failed tasks
 EXIT_USAGE = 2  # click's own
 EXIT_NOT_RUNNING = 3
 EXIT_DAEMON_ERROR = 4
+EXIT_BUSY = 5  # the daemon kept refusing for now: too many connections or bytes in flight
+EXIT_UNSAFE_SOCKET = 6  # the socket's directory could be someone else's
 
 TERMINAL = ("done", "failed", "cancelled")
 
@@ -37,19 +41,36 @@ class Ctx:
 
     @contextmanager
     def client(self) -> Iterator[Client]:
+        with self.reporting(), Client(self.socket, self.timeout) as client:
+            yield client
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Turn the client's errors into a message and tabfleetctl's exit code."""
         try:
-            with Client(self.socket, self.timeout) as client:
-                yield client
-        except DaemonNotRunning as exc:
-            click.echo(f"tabfleetctl: {exc}. Start it with `tabfleetd` (or `systemctl start tabfleetd`).", err=True)
-            sys.exit(EXIT_NOT_RUNNING)
-        except DaemonError as exc:
-            click.echo(f"tabfleetctl: error {exc.code}: {exc}", err=True)
-            sys.exit(EXIT_DAEMON_ERROR)
+            yield
+        except (DaemonNotRunning, UnsafeSocket, DaemonError) as exc:
+            code, message = explain(exc)
+            click.echo(f"tabfleetctl: {message}", err=True)
+            sys.exit(code)
 
     def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
         with self.client() as client:
             return client.call(op, args)
+
+
+def explain(exc: Exception) -> tuple[int, str]:
+    """The exit code and message for a client error (the daemon's words escaped: they may quote a prompt)."""
+    if isinstance(exc, NoPermission):
+        return EXIT_NOT_RUNNING, str(exc)
+    if isinstance(exc, DaemonNotRunning):
+        return EXIT_NOT_RUNNING, f"{exc}. Start it with `tabfleetd` (or `systemctl start tabfleetd`)."
+    if isinstance(exc, UnsafeSocket):
+        return EXIT_UNSAFE_SOCKET, printable(exc)
+    if isinstance(exc, DaemonBusy):
+        return EXIT_BUSY, f"{printable(exc)} (still busy after retrying for {BUSY_WAIT_S:g} s; try again)"
+    assert isinstance(exc, DaemonError)
+    return EXIT_DAEMON_ERROR, f"error {exc.code}: {printable(exc)}"
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -160,10 +181,10 @@ def status(ctx: Ctx, job: str | None, as_json: bool) -> None:
                f"daemon {mem['daemon_rss_mb']:.0f} MB; fleet {mem.get('target_workers', '?')} of "
                f"{mem.get('desired_workers', '?')} workers{' (holding new work: memory high)' if mem.get('holding') else ''}")
     for site, pace in (result.get("limits") or {}).get("sites", {}).items():
-        click.echo(f"site {site}: {pace_line(pace)}")
+        click.echo(f"site {printable(site)}: {printable(pace_line(pace))}")
     for j in result["jobs"]:
         if j.get("waiting"):
-            click.echo(f"job {j['id']} waits for its output: {j['waiting']['reason']} (next check in "
+            click.echo(f"job {j['id']} waits for its output: {printable(j['waiting']['reason'])} (next check in "
                        f"{j['waiting']['retry_in_s']:.0f} s)")
 
 
@@ -183,7 +204,7 @@ def account_health(worker: dict[str, Any]) -> str:
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers] + [[str(c) for c in row] for row in rows]
+    cells = [headers] + [[printable(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
@@ -261,6 +282,13 @@ def ping(ctx: Ctx) -> None:
 
 
 @main.command()
+@pass_ctx
+def dashboard(ctx: Ctx) -> None:
+    """Print a one-time link that signs a browser in to the web dashboard (valid for 2 minutes)."""
+    click.echo(ctx.call("dashboard_url")["url"])
+
+
+@main.command()
 @click.option("--wait", is_flag=True, help="Return only once the daemon process has exited.")
 @click.option("--max-wait", type=float, default=120.0, show_default=True, help="With --wait: give up after this many seconds (exit 4).")
 @pass_ctx
@@ -302,10 +330,11 @@ def _process_gone(pid: int) -> bool:
 def demo(ctx: Ctx, workers: int, count: int, latency: float, out: Path | None, keep_daemon: bool) -> None:
     """First run: generate sample images on the bundled demo site."""
     started = None
-    try:
-        Client(ctx.socket, ctx.timeout).connect()
-    except DaemonNotRunning:
-        started = start_daemon(ctx, workers)
+    with ctx.reporting():
+        try:
+            Client(ctx.socket, ctx.timeout).connect()
+        except DaemonNotRunning:
+            started = start_daemon(ctx, workers)
     try:
         with ctx.client() as client:
             result = client.call("submit", {

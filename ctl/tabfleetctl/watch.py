@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .client import Client
+from .terminal import printable
 
 FINISHED = ("done", "failed", "cancelled")
 EVENTS_SHOWN = 6
@@ -74,7 +75,7 @@ def job_line(job: dict[str, Any]) -> str:
     if job.get("cancelled"):
         counts += f", {job['cancelled']} cancelled"
     eta = "" if job["state"] in FINISHED else f", eta {fmt_seconds(job['eta_s'])}"
-    return f"job {job['id']} ({job['name']}) {job['state']}: {counts}; {job['rate_per_min']:.1f}/min{eta}"
+    return printable(f"job {job['id']} ({job['name']}) {job['state']}: {counts}; {job['rate_per_min']:.1f}/min{eta}")
 
 
 def event_line(event: dict[str, Any]) -> str:
@@ -94,7 +95,7 @@ def event_line(event: dict[str, Any]) -> str:
     else:
         details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("seq", "time", "kind", "job"))
         what = f"{kind.replace('_', ' ')} {details}".strip()
-    return " ".join(part for part in (when, where, what) if part)
+    return printable(" ".join(part for part in (when, where, what) if part))
 
 
 def memory_line(memory: dict[str, Any], workers: list[dict[str, Any]]) -> str:
@@ -179,7 +180,7 @@ class PlainView:
                 continue
             kind = re.sub(r"[0-9.]+", "N", health)  # "restarting in 12 s" is news once, not every second
             if kind != self.health.get(worker["id"], "ok"):
-                self.echo(f"worker {worker['id']}: {health}")
+                self.echo(printable(f"worker {worker['id']}: {health}"))
                 self.health[worker["id"]] = kind
 
     def close(self) -> None:
@@ -241,7 +242,7 @@ class LiveView:
             failed = Text(str(job["failed"]), style="red" if job["failed"] else "")
             eta = "" if job["state"] in FINISHED else fmt_seconds(job["eta_s"])
             # Text, not markup strings, for anything a user wrote: a prompt like "[[error]]" must print as itself.
-            table.add_row(Text.assemble(job["name"][:24], (f" {job['id']}", "dim")), _state_text(job["state"]), bar,
+            table.add_row(Text.assemble(printable(job["name"][:24]), (f" {job['id']}", "dim")), _state_text(job["state"]), bar,
                           f"{job['done']}/{job['total']}", failed, str(job["running"]), str(job["pending"]),
                           f"{job['rate_per_min']:.1f}", eta)
         return table
@@ -260,9 +261,9 @@ class LiveView:
         table.add_column("restarts", justify="right")
         table.add_column("cooling", justify="right")
         for w in workers:
-            health = w.get("health") or ""
+            health = printable(w.get("health") or "")
             table.add_row(str(w["id"]), _state_text(w["state"]), Text(health, style="green" if health == "ok" else "yellow"),
-                          Text((w.get("current_prompt") or "").replace("\n", " ")), str(w["tasks_done"]),
+                          Text(printable(w.get("current_prompt") or "")), str(w["tasks_done"]),
                           f"{w['rss_mb']:.0f} MB", str(w["restarts"]), cooling(w, now))
         return table
 

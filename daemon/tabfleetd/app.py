@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import psutil
 
-from . import outputs, profiles
+from . import outputs, profiles, statedir
 from .browser import kill_group, kill_profile_processes
 from .commands import Commands
 from .config import Config
@@ -35,7 +35,7 @@ STOP_MARGIN_S = 30.0  # beyond grace_s: workers get 15 s to exit, then they and 
 
 
 class StateLock:
-    """An flock on the state dir, so two daemons never share one store."""
+    """An flock on the state dir, so two daemons never share one store; taking it first makes the state dir private."""
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / "tabfleetd.lock"
@@ -49,8 +49,8 @@ class StateLock:
             self.file.write(f"{os.getpid()}\n")
             self.file.flush()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")
+        statedir.prepare(self.path.parent)
+        f = open(self.path, "a+", opener=statedir.private_opener)
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -64,6 +64,7 @@ class StateLock:
         f.write(f"{os.getpid()}\n")
         f.flush()
         self.file = f
+        statedir.tighten(self.path.parent)  # what an older version or another umask left readable
 
     def release(self) -> None:
         if self.file:
@@ -107,6 +108,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         self.store = AsyncStore(Store(cfg.state_dir / "store", cfg.map_size_mb << 20))
+        statedir.tighten(cfg.state_dir / "store", depth=1)  # LMDB makes its files by the umask
         moved = await self.store("requeue_running")
         if moved:
             log.info("%d tasks left running by the last daemon are pending again", moved)

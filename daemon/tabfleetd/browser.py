@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import BrowserStartError, ChromiumNotFound
+from .statedir import CHILD_UMASK, private_opener
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ class Chromium:
 
     async def start(self, timeout: float) -> str:
         """Launch Chromium and return its browser websocket URL."""
-        self.profile.mkdir(parents=True, exist_ok=True)
-        (self.profile / PROFILE_MARK).touch()
+        self.profile.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.profile / PROFILE_MARK).touch(mode=0o600)
         port_file = self.profile / "DevToolsActivePort"
         port_file.unlink(missing_ok=True)
         argv = chromium_argv(self.executable, self.profile, self.headless, self.extra_args, os.geteuid() == 0)
@@ -111,9 +112,9 @@ class Chromium:
         # Chromium's crash handler double-forks out of our process group; a config home inside
         # the profile puts the profile path on its command line, so it can be found and ended.
         env = dict(os.environ if self.env is None else self.env) | {"XDG_CONFIG_HOME": str(self.profile / "xdg")}
-        with open(self.log_path, "wb") as err:
+        with open(self.log_path, "wb", opener=private_opener) as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         start_new_session=True, env=env, close_fds=True)
+                                         start_new_session=True, env=env, close_fds=True, umask=CHILD_UMASK)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

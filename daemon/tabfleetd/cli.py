@@ -85,6 +85,9 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
         except AlreadyRunning as exc:
             click.echo(f"tabfleetd: {exc}", err=True)
             sys.exit(EXIT_ALREADY_RUNNING)
+        except ConfigError as exc:
+            click.echo(f"tabfleetd: {exc}", err=True)
+            sys.exit(EXIT_CONFIG)
         assert lock.file is not None
         service = ServiceLink(detach_module.daemonize(pidfile, [lock.file], cfg.log_file))
     else:

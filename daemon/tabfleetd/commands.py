@@ -13,11 +13,11 @@ import psutil
 
 from . import __version__, outputs, profiles, protocol
 from .display import display_problem
-from .errors import BadArgs, ProfileError, RequestError, UnknownOp, VersionMismatch
+from .errors import BadArgs, NotAuthorized, ProfileError, RequestError, UnknownOp, VersionMismatch
 from .export import pages as export_pages
 from .fleet import BLOCKED, BUSY, IDLE
 from .prompts import parse_prompts
-from .server import Peer, Stream
+from .server import Peer, Stream, is_operator
 from .states import BUCKETS, FINISHED_JOB_STATES, JobState
 from .subscription import Subscription
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 Op = Callable[["Commands", dict[str, Any], Peer], Awaitable[Any]]
 OPS: dict[str, Op] = {}
+# Ops that act on the daemon, not on one's own jobs: root's and the daemon user's (see README "Security model").
+OPERATOR_OPS = {"shutdown": "stop the daemon", "set_workers": "resize the fleet", "restart_worker": "restart a worker",
+                "login": "open a worker's browser profile for signing in"}
 
 
 def op(name: str) -> Callable[[Op], Op]:
@@ -67,7 +70,18 @@ class Commands:
         handler = OPS.get(name)
         if handler is None:
             raise UnknownOp(f"unknown op '{name}' (known: {', '.join(sorted(OPS))})")
+        if name in OPERATOR_OPS and not (is_operator(peer.uid) or self.daemon.config.shared_fleet):
+            raise NotAuthorized(f"only root or the daemon's user may {OPERATOR_OPS[name]} (uid {peer.uid} may not; "
+                                "the operator can allow every socket client with shared_fleet = true)")
         return await handler(self, args, peer)
+
+    def check_owner(self, job: dict[str, Any], peer: Peer, verb: str) -> None:
+        """Another uid's job may be changed only by root, the daemon's user, or anyone with shared_jobs."""
+        if job.get("uid") == peer.uid or is_operator(peer.uid) or self.daemon.config.shared_jobs:
+            return
+        owner = f"uid {job['uid']}" if job.get("uid") is not None else "a client of an older tabfleetd"
+        raise NotAuthorized(f"job {job['id']} was submitted by {owner}: only that user, root or the daemon's user may "
+                            f"{verb} it (the operator can allow every socket client with shared_jobs = true)")
 
     # hello {"version": int, "client": str} -> {"version", "daemon", "pid"}
     @op("hello")
@@ -119,7 +133,7 @@ class Commands:
             await asyncio.get_running_loop().run_in_executor(None, outputs.claim_out_dir, out_dir, job_id)
             job = await d.store("create_job", job_id=job_id, name=name, site=site, knobs=knobs, out=str(out_dir),
                                 prompts=prompts, max_workers=workers, max_attempts=d.config.max_attempts, source=filename,
-                                profile=profile)
+                                profile=profile, uid=peer.uid)
         d.scheduler.job_changed(job)
         return {"job": job["id"], "tasks": job["total"], "out": job["out"]}
 
@@ -144,7 +158,7 @@ class Commands:
         remaining = counts["pending"] + counts["running"]
         eta = round(remaining / rate * 60) if rate > 0 and remaining else (0 if not remaining else None)
         view = {"id": job["id"], "name": job["name"], "state": job["state"], "site": job["site"], "out": job["out"],
-                "total": job["total"], "rate_per_min": rate, "eta_s": eta, "created": job["created"],
+                "uid": job.get("uid"), "total": job["total"], "rate_per_min": rate, "eta_s": eta, "created": job["created"],
                 "finished": job["finished"], "waiting": self.daemon.scheduler.waiting_view(job["id"])}
         view.update({b: counts[b] for b in BUCKETS})
         return view
@@ -160,10 +174,11 @@ class Commands:
         return {"tasks": [{k: t.get(k) for k in keep} for t in await self.daemon.store("tasks_of", job_id)
                           if state is None or t["state"] == state]}
 
-    async def _set_state(self, args: dict[str, Any], state: JobState) -> Any:
+    async def _set_state(self, args: dict[str, Any], peer: Peer, state: JobState, verb: str) -> Any:
         d = self.daemon
         job_id = arg(args, "job", str)
         job = await d.store("get_job", job_id)
+        self.check_owner(job, peer, verb)
         if state == JobState.ACTIVE and job["state"] == JobState.DONE.value:
             return {"job": job_id, "state": job["state"], "changed": False, "message": "every task is done already"}
         if state == JobState.CANCELLED and job["state"] in {s.value for s in FINISHED_JOB_STATES}:
@@ -176,17 +191,17 @@ class Commands:
     # resume {"job": str} -> {"job", "state", "changed"}   failed tasks get fresh attempts
     @op("resume")
     async def resume(self, args: dict[str, Any], peer: Peer) -> Any:
-        return await self._set_state(args, JobState.ACTIVE)
+        return await self._set_state(args, peer, JobState.ACTIVE, "resume")
 
     # pause {"job": str} -> {"job", "state", "changed"}    running tasks finish; no new ones start
     @op("pause")
     async def pause(self, args: dict[str, Any], peer: Peer) -> Any:
-        return await self._set_state(args, JobState.PAUSED)
+        return await self._set_state(args, peer, JobState.PAUSED, "pause")
 
     # cancel {"job": str} -> {"job", "state", "changed"}
     @op("cancel")
     async def cancel(self, args: dict[str, Any], peer: Peer) -> Any:
-        return await self._set_state(args, JobState.CANCELLED)
+        return await self._set_state(args, peer, JobState.CANCELLED, "cancel")
 
     # workers {} -> {"workers": [{"id", "pid", "state", "tasks_done", "current_task", "rss_mb", "last_error", "restarts"}]}
     @op("workers")
@@ -218,6 +233,14 @@ class Commands:
     async def shutdown(self, args: dict[str, Any], peer: Peer) -> Any:
         asyncio.get_running_loop().call_soon(self.daemon.request_stop)
         return {"stopping": True}
+
+    # dashboard_url {} -> {"url": str}   a link that signs one browser in to the dashboard, once, within 2 minutes
+    @op("dashboard_url")
+    async def dashboard_url(self, args: dict[str, Any], peer: Peer) -> Any:
+        web = self.daemon.web
+        if web is None or web.auth is None or "dashboard" not in web.urls:
+            raise RequestError("the dashboard is off: set dashboard_port in tabfleetd's config")
+        return {"url": web.login_url()}
 
     # subscribe {"job": str|nil, "interval_s": float|nil (1.0; 0.1..60), "after": int|nil (seq: replay later events first)}
     #   -> stream of {"jobs", "workers", "memory" (as in status), "events": [new events], "missed_events": bool, "time"}

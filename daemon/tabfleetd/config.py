@@ -24,7 +24,8 @@ def _key(default: Any, doc: str) -> Any:
 @dataclass(frozen=True)
 class Config:
     socket: Path = _key(None, "control socket path (default: $TABFLEET_SOCKET, $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/tabfleet, /tmp/tabfleet-$UID)")
-    socket_group: str | None = _key(None, "group allowed to use the socket; the socket becomes mode 0660")
+    socket_group: str | None = _key(None, "group allowed to use the socket (a name or a gid); the socket becomes mode 0660, "
+                                          "and a socket directory the daemon makes 0750 with that group")
     state_dir: Path = _key(None, "LMDB store, browser profiles and logs (default: $STATE_DIRECTORY, else ~/.local/state/tabfleet)")
     workers: int = _key(2, "number of worker processes, each with its own Chromium")
     chromium: str | None = _key(None, "Chromium executable (default: chromium, chromium-browser or google-chrome on PATH)")
@@ -33,8 +34,21 @@ class Config:
     display: str | None = _key(None, "X display for headed browsers (a site profile with headless = false, and tabfleetctl login) "
                                      "(default: $DISPLAY; without one, a worker starts its own Xvfb)")
     max_frame_bytes: int = _key(64 * 1024 * 1024, "largest control message accepted")
-    max_connections: int = _key(64, "control connections served at once; more are closed")
-    read_timeout_s: float = _key(30.0, "a control connection that sends nothing for this long is closed")
+    max_connections: int = _key(128, "control connections served at once; when full, the oldest connection that has not said "
+                                     "hello, else the oldest idle one, is dropped, else the new one is refused as busy")
+    max_connections_per_uid: int = _key(32, "control connections one user may hold (root and the daemon's user: no cap); "
+                                            "beyond it that user's own oldest idle connection is dropped")
+    reserved_connections: int = _key(8, "of max_connections, kept for root and the daemon's user (at most half of them)")
+    hello_timeout_s: float = _key(5.0, "a new control connection must say hello within this")
+    read_timeout_s: float = _key(30.0, "a control connection idle this long between requests, or not reading a reply, is closed")
+    body_min_rate_kib_s: float = _key(1024.0, "a request must arrive at this rate at least (after a 5 s start); a slower client "
+                                              "is dropped")
+    max_bytes_in_flight: int = _key(128 * 1024 * 1024, "request bytes held at once across control connections (one user: half, "
+                                                       "at least max_frame_bytes); a request beyond it is refused as busy")
+    shared_jobs: bool = _key(False, "let every socket client pause, resume and cancel any job (default: only its submitter, "
+                                    "root and the daemon's user)")
+    shared_fleet: bool = _key(False, "let every socket client stop the daemon, resize the fleet, restart workers and open "
+                                     "login windows (default: only root and the daemon's user)")
     max_prompt_chars: int = _key(4000, "longest prompt accepted at submit")
     max_attempts: int = _key(5, "attempts per task before it ends failed")
     retry_base_s: float = _key(2.0, "first retry delay; doubles each attempt, with full jitter")
@@ -68,10 +82,15 @@ class Config:
                                                        "(a job's --var wins; see the site profile key 'vars')")
     demo_host: str = _key("127.0.0.1", "address of the bundled demo site")
     demo_port: int = _key(0, "port of the bundled demo site (0: any free port)")
-    dashboard_host: str = _key("127.0.0.1", "address of the read-only web dashboard (keep it on loopback: it has no login)")
+    dashboard_host: str = _key("127.0.0.1", "address of the read-only web dashboard (keep it on loopback: it speaks plain HTTP)")
     dashboard_port: int = _key(0, "port of the read-only web dashboard (0: no dashboard)")
     metrics_host: str = _key("127.0.0.1", "address of the Prometheus metrics endpoint")
     metrics_port: int = _key(0, "port of the Prometheus metrics endpoint, /metrics (0: none; may equal dashboard_port)")
+    web_token_file: Path = _key(None, "file holding the token the dashboard and metrics require, not readable by others "
+                                      "(default: STATE_DIR/web-token, made on first start)")
+    web_max_connections: int = _key(256, "HTTP connections to the dashboard and metrics at once; beyond it the oldest is closed")
+    web_idle_timeout_s: float = _key(10.0, "an HTTP connection must send a request within this of connecting or of its last "
+                                           "reply, or it is closed")
     log_level: str = _key("info", "debug, info, warning or error")
     log_file: Path = _key(None, "log to this file, rotated (default: stderr; with --detach, STATE_DIR/logs/tabfleetd.log)")
     log_max_mb: float = _key(10.0, "rotate the log file at this size in MiB (0: never)")
@@ -82,11 +101,12 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_PATHS = {"socket", "state_dir", "log_file"}
+_PATHS = {"socket", "state_dir", "log_file", "web_token_file"}
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
-_AT_LEAST_ONE = {"workers", "max_attempts", "max_connections", "max_frame_bytes", "max_prompt_chars", "map_size_mb"}
+_AT_LEAST_ONE = {"workers", "max_attempts", "max_connections", "max_frame_bytes", "max_prompt_chars", "map_size_mb",
+                 "max_connections_per_uid", "max_bytes_in_flight", "web_max_connections"}
 _POSITIVE = {"heartbeat_interval_s", "heartbeat_timeout_s", "task_deadline_s", "cdp_timeout_s", "browser_start_timeout_s", "read_timeout_s",
-             "housekeeping_interval_s", "frozen_page_s"}
+             "housekeeping_interval_s", "frozen_page_s", "hello_timeout_s", "body_min_rate_kib_s", "web_idle_timeout_s"}
 
 
 def describe() -> str:
@@ -186,7 +206,14 @@ def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str]
         values["state_dir"] = Path(env["STATE_DIRECTORY"].split(":")[0]) if env.get("STATE_DIRECTORY") else home / ".local" / "state" / "tabfleet"
     config = Config(**values)
     check_memory_marks(config)
+    check_frame_budget(config)
     return config
+
+
+def check_frame_budget(config: Config) -> None:
+    """The bytes in flight must fit the largest frame."""
+    if config.max_bytes_in_flight < config.max_frame_bytes:
+        raise ConfigError("key 'max_bytes_in_flight' must be at least 'max_frame_bytes'")
 
 
 def check_memory_marks(config: Config) -> None:

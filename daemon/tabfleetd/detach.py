@@ -31,6 +31,7 @@ import daemon as python_daemon
 
 from .errors import AlreadyRunning
 from .notify import Notifier
+from .statedir import private_opener
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,17 @@ class _PassThroughFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotated log file that is 0600 whatever the umask, as are the files it rotates to."""
+
+    def _open(self) -> IO[str]:
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors, opener=private_opener)
+
+
 def log_to_file(path: Path, level: str, max_mb: float, backups: int) -> logging.Handler:
-    """Send all logging to a size-rotated file; max_mb 0 never rotates."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=int(max_mb * 2**20), backupCount=backups,
-                                                   encoding="utf-8")
+    """Send all logging to a size-rotated file (0600); max_mb 0 never rotates."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handler = _PrivateRotatingFileHandler(path, maxBytes=int(max_mb * 2**20), backupCount=backups, encoding="utf-8")
     handler.setFormatter(_PassThroughFormatter(LOG_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -100,10 +107,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def write_pidfile(path: Path, pid: int) -> None:
-    """Write the pid file atomically, so a reader never sees it half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the pid file (0600) atomically, so a reader never sees it half written."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{pid}")
-    tmp.write_text(f"{pid}\n")
+    with open(tmp, "w", opener=private_opener) as f:
+        f.write(f"{pid}\n")
     os.replace(tmp, path)
 
 

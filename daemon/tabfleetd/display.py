@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import BrowserStartError
+from .statedir import CHILD_UMASK, private_opener
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ class VirtualDisplay:
         if not found:
             raise BrowserStartError("no DISPLAY and no Xvfb to make one: install the OS package xvfb "
                                     "(`apt-get install xvfb`), or run tabfleetd with DISPLAY set")
-        self.fbdir.mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.fbdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         read_fd, write_fd = os.pipe()
         # -displayfd: Xvfb picks a free display and writes its number once it accepts clients.
         argv = [found, "-displayfd", str(write_fd), "-screen", "0", SCREEN, "-nolisten", "tcp", "-fbdir", str(self.fbdir)]
@@ -57,9 +58,9 @@ class VirtualDisplay:
         if setpriv:
             argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
         try:
-            with open(self.log_path, "ab") as err:
+            with open(self.log_path, "ab", opener=private_opener) as err:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=(write_fd,),
-                                             start_new_session=True, close_fds=True)
+                                             start_new_session=True, close_fds=True, umask=CHILD_UMASK)
         finally:
             os.close(write_fd)
         try:

@@ -7,7 +7,8 @@
     │   ├── UnknownOp             1201
     │   ├── BadArgs               1202
     │   ├── VersionMismatch       1203
-    │   └── NotAuthorized         1204
+    │   ├── NotAuthorized         1204
+    │   └── Busy                  1205  refused for now (connection or byte caps); try again shortly
     ├── NotFound                  1300
     │   └── UnknownJob            1301
     ├── InputError                1400  user input (files, directories) that is wrong
@@ -60,6 +61,12 @@ class VersionMismatch(RequestError):
 
 class NotAuthorized(RequestError):
     code = 1204
+
+
+class Busy(RequestError):
+    """The daemon refused a connection or a request for now; nothing was done, so a retry is safe."""
+
+    code = 1205
 
 
 class NotFound(TabfleetError):

@@ -77,6 +77,7 @@ def compact(store: Store) -> dict[str, int]:
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     store.env.copy(str(scratch), compact=True)
+    os.chmod(scratch / "data.mdb", 0o600)  # LMDB's copy follows the umask; the store holds every prompt
     fsync_path(scratch / "data.mdb")
     map_size = store.env.info()["map_size"]
     store.env.close()

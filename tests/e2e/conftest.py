@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,31 @@ import psutil
 import pytest
 
 from tabfleetctl.client import Client, DaemonNotRunning
+
+
+class OtherUsers:
+    """Other local users for attack tests, by uid: nobody (65534) and the uids just below it."""
+
+    mallory, alice, trudy = 65534, 65533, 65532
+    gid = 4242  # a socket_group with no /etc/group entry: membership can only come from the peer's real groups
+
+    @staticmethod
+    def prefix(uid: int, *groups: int) -> list[str]:
+        """A command prefix that runs the rest as `uid` (its gid too) with exactly `groups` (setpriv)."""
+        return ["setpriv", f"--reuid={uid}", f"--regid={uid}",
+                f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups", "--"]
+
+    def member(self, uid: int) -> list[str]:
+        """`uid` as a member of the socket group."""
+        return self.prefix(uid, self.gid)
+
+
+@pytest.fixture(scope="session")
+def users() -> OtherUsers:
+    """Acting as other local users; skipped (saying why) where the tests cannot switch uid."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("acting as a second local user needs root and setpriv")
+    return OtherUsers()
 
 
 def processes_using(path: Path) -> list[psutil.Process]:
@@ -77,6 +103,11 @@ class Daemon:
                 time.sleep(0.1)
         raise AssertionError(f"tabfleetd did not answer within {timeout} s:\n{self.log_text()}")
 
+    @property
+    def web_headers(self) -> dict[str, str]:
+        """The Authorization header the dashboard and metrics require (the token the daemon made in its state dir)."""
+        return {"Authorization": "Bearer " + (self.state / "web-token").read_text().strip()}
+
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-5000:]
 
@@ -84,8 +115,10 @@ class Daemon:
         with Client(self.socket, 30) as client:
             return client.call(op, args)
 
-    def ctl(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "tabfleetctl", "--socket", str(self.socket), *args],
+    def ctl(self, *args: str, timeout: float = 120, check: bool = False,
+            user: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run tabfleetctl on this daemon's socket (as another user with `user`, an OtherUsers prefix)."""
+        result = subprocess.run([*(user or []), sys.executable, "-m", "tabfleetctl", "--socket", str(self.socket), *args],
                                 capture_output=True, text=True, timeout=timeout, cwd=self.work)
         if check:
             assert result.returncode == 0, f"tabfleetctl {' '.join(args)} exited {result.returncode}:\n{result.stderr}"

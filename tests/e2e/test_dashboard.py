@@ -61,8 +61,8 @@ async def launch() -> Browser:
                                                    handleSIGTERM=False, handleSIGHUP=False), 30)
 
 
-def get(path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(BASE + path, headers={"Host": host} if host else {})
+def get(daemon: Any, path: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(BASE + path, headers=({"Host": host} if host else {}) | daemon.web_headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
@@ -86,7 +86,11 @@ def test_dashboard_shows_a_running_batch_and_its_images(module_daemon: Any, batc
         try:
             page = await browser.newPage()
             await page.setViewport({"width": 1400, "height": 1000})
-            await page.goto(BASE + "/", timeout=15_000)
+            # The one-time link tabfleetctl prints sets the session cookie and leads to the page.
+            link = module_daemon.ctl("dashboard", check=True).stdout.strip()
+            assert link.startswith(BASE + "/login/")
+            await page.goto(link, timeout=15_000)
+            assert page.url == BASE + "/"
             # Mid-batch: some images shown, some tasks still to go.
             await page.waitForFunction(
                 "() => document.querySelectorAll('figure.shot img').length >= 2 && "
@@ -125,26 +129,26 @@ def test_images_are_served_only_for_done_tasks(module_daemon: Any, batch: str) -
     """/img serves a done task's exact PNG; unknown jobs, indexes and path tricks get 404."""
     job = batch
     module_daemon.wait_job(job, timeout=60)
-    status, headers, body = get(f"/img/{job}/3")
+    status, headers, body = get(module_daemon, f"/img/{job}/3")
     assert status == 200 and headers["Content-Type"] == "image/png" and body == render_png(PROMPTS[2])
     assert "immutable" in headers["Cache-Control"]
     for path in (f"/img/{job}/99", "/img/nosuchjob/1", f"/img/{job}/..%2F..%2Fetc%2Fpasswd", "/img/..%2F/1",
                  "/etc/passwd", f"/img/{job}/manifest.jsonl"):
-        assert get(path)[0] == 404, path
+        assert get(module_daemon, path)[0] == 404, path
 
 
 def test_page_is_locked_down(module_daemon: Any) -> None:
     """The page has a strict CSP, and a request naming a foreign Host (DNS rebinding) is refused."""
-    status, headers, body = get("/")
+    status, headers, body = get(module_daemon, "/")
     assert status == 200 and b"tabfleet" in body
     assert "script-src 'self'" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
-    assert get("/api/state", host=f"evil.example:{PORT}")[0] == 421
-    assert get("/", host=f"localhost:{PORT}")[0] == 200
+    assert get(module_daemon, "/api/state", host=f"evil.example:{PORT}")[0] == 421
+    assert get(module_daemon, "/", host=f"localhost:{PORT}")[0] == 200
 
 
 def test_metrics_share_the_dashboard_port(module_daemon: Any) -> None:
     """With metrics_port equal to dashboard_port, /metrics is served by the same listener and parses."""
-    status, headers, body = get("/metrics")
+    status, headers, body = get(module_daemon, "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     names = {f.name for f in text_string_to_metric_families(body.decode())}
     assert {"tabfleet_jobs", "tabfleet_tasks", "tabfleet_workers"} <= names

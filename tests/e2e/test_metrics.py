@@ -28,9 +28,10 @@ DAEMON_WORKERS = 2
 DAEMON_CONFIG = {"metrics_port": PORT, "retry_base_s": 0.1, "retry_cap_s": 0.2, "max_attempts": 2, "stagger_s": 0.0}
 
 
-def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample as {(name, sorted labels): value}, via the Prometheus text parser."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10) as response:
+def scrape(daemon: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample as {(name, sorted labels): value}, via the Prometheus text parser, with the bearer token Prometheus sends."""
+    request = urllib.request.Request(f"http://127.0.0.1:{PORT}/metrics", headers=daemon.web_headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = response.read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -46,7 +47,7 @@ def test_metrics_after_a_batch_with_a_poison_prompt(module_daemon: Any) -> None:
     (module_daemon.work / "p.txt").write_text("\n".join([f"a kite number {i}" for i in range(6)] + ["[[error]] x"]) + "\n")
     job = json.loads(module_daemon.ctl("submit", "p.txt", "--knob", "latency=0.2", "--json", check=True).stdout)["job"]
     module_daemon.wait_job(job, timeout=60)
-    samples = scrape()
+    samples = scrape(module_daemon)
     assert value(samples, "tabfleet_jobs", state="failed") == 1 and value(samples, "tabfleet_jobs", state="active") == 0
     tasks = {state: value(samples, "tabfleet_tasks", state=state) for state in ("done", "failed", "running", "pending", "cancelled")}
     assert tasks == {"done": 6, "failed": 1, "running": 0, "pending": 0, "cancelled": 0}
@@ -72,7 +73,8 @@ def test_metrics_after_a_batch_with_a_poison_prompt(module_daemon: Any) -> None:
 def test_openmetrics_when_the_scraper_asks_for_it(module_daemon: Any) -> None:
     """A scraper that accepts OpenMetrics gets it, and prometheus_client's OpenMetrics parser reads it."""
     request = urllib.request.Request(f"http://127.0.0.1:{PORT}/metrics",
-                                     headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"})
+                                     headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}
+                                     | module_daemon.web_headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("application/openmetrics-text")
         text = response.read().decode()
@@ -89,7 +91,7 @@ def test_running_job_and_worker_restart(module_daemon: Any) -> None:
     """A running job has per-job series that add up; a killed worker shows as a restart."""
     (module_daemon.work / "q.txt").write_text("\n".join(f"a paper lantern number {i}" for i in range(6)) + "\n")
     job = json.loads(module_daemon.ctl("submit", "q.txt", "--knob", "latency=0.3", "--json", check=True).stdout)["job"]
-    samples = scrape()
+    samples = scrape(module_daemon)
     per_job = {dict(labels)["state"]: v for (name, labels), v in samples.items()
                if name == "tabfleet_job_tasks" and dict(labels)["job"] == job}
     assert sum(per_job.values()) == 6, per_job
@@ -97,7 +99,7 @@ def test_running_job_and_worker_restart(module_daemon: Any) -> None:
     pid = next(w["pid"] for w in module_daemon.call("workers")["workers"] if w["id"] == 2)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while value(scrape(), "tabfleet_worker_restarts_total", worker="2") < before + 1:
+    while value(scrape(module_daemon), "tabfleet_worker_restarts_total", worker="2") < before + 1:
         assert time.monotonic() < deadline, "the restart did not show"
         time.sleep(0.2)
     assert module_daemon.wait_job(job, timeout=60)["done"] == 6

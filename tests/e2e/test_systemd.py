@@ -136,6 +136,9 @@ def install(box: Sandbox) -> None:
     for path in {*Path(os.path.realpath(sys.executable)).parents, *BIN.parents, *REPO.parents, REPO}:
         if path != Path("/") and not os.stat(path).st_mode & stat.S_IXOTH:
             box.run("chmod", "o+x", str(path))
+    # A machine's /run is root's 0755; the sandbox's fresh tmpfs is 1777, where anyone could make /run/tabfleet
+    # first, and tabfleetctl rightly refuses such a socket directory.
+    box.run("chmod", "0755", "/run")
     box.run("install", "-d", "-o", "tabfleet", "-g", "tabfleet", "-m", "2770", "/srv/tabfleet")
     box.put("/srv/tabfleet/prompts.txt", "a lighthouse at dusk\na fox in snow\n")
     box.run("systemctl", "daemon-reload")
@@ -152,6 +155,8 @@ def test_unit_runs_under_real_systemd(sandbox: Sandbox) -> None:
     assert "workers" in state["StatusText"]
     main = state["MainPID"]
     assert box.run("ps", "-o", "user=", "-p", main).stdout.strip() == "tabfleet"
+    assert box.run("stat", "-c", "%a %U", "/var/lib/tabfleet", "/var/lib/tabfleet/store/data.mdb").stdout.split("\n")[:2] \
+        == ["700 tabfleet", "600 tabfleet"]
     assert box.ctl("ping").returncode == 0
     done = box.ctl("submit", "prompts.txt", "--wait", "--knob", "latency=0.2")
     assert done.returncode == 0, done.stderr + box.journal()

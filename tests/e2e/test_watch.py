@@ -51,8 +51,9 @@ def ctl_argv(daemon: Any, *args: str) -> list[str]:
     return [sys.executable, "-m", "tabfleetctl", "--socket", str(daemon.socket), *args]
 
 
-def metric(name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as response:
+def metric(daemon: Any, name: str) -> float:
+    request = urllib.request.Request(f"http://127.0.0.1:{METRICS_PORT}/metrics", headers=daemon.web_headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
         families = text_string_to_metric_families(response.read().decode())
     return next(s.value for f in families for s in f.samples if s.name == name)
 
@@ -175,7 +176,7 @@ def test_subscriptions_survive_clients_that_leave_mid_stream(module_daemon: Any)
             sock.sendall(b"\x00\x00\x00\x05junk")  # a protocol breach mid-stream ends only this stream
         sock.close()
     deadline = time.monotonic() + 10
-    while (metric("tabfleet_subscriptions"), metric("tabfleet_control_connections")) != (0, 0):
+    while (metric(module_daemon, "tabfleet_subscriptions"), metric(module_daemon, "tabfleet_control_connections")) != (0, 0):
         assert time.monotonic() < deadline, "subscriptions or connections were left open"
         time.sleep(0.1)
     with Client(module_daemon.socket, 30) as client:

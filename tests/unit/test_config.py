@@ -228,3 +228,9 @@ def test_site_vars_table_is_checked(tmp_path: Path) -> None:
         load(_write(tmp_path, 'site_vars = { port = "web" }\n'), {}, {}, HOME)
     with pytest.raises(ConfigError, match="key 'site_vars' must be a table"):
         load(_write(tmp_path, 'site_vars = ["host"]\n'), {}, {}, HOME)
+
+
+def test_bytes_in_flight_must_hold_the_largest_frame(tmp_path: Path) -> None:
+    """max_bytes_in_flight below max_frame_bytes could never admit a big request: refused, naming both keys."""
+    with pytest.raises(ConfigError, match="'max_bytes_in_flight' must be at least 'max_frame_bytes'"):
+        load(None, {"max_frame_bytes": 2 << 20, "max_bytes_in_flight": 1 << 20}, {}, tmp_path)
