@@ -95,7 +95,7 @@ class Commands:
         filename = arg(args, "filename", str)
         data = arg(args, "data", (bytes, str))
         data = data.encode() if isinstance(data, str) else data
-        profile = self.profile_arg(args)
+        profile = await self.allowed_profile(args)
         site = profile["name"]
         knobs = arg(args, "knobs", dict, {})
         for key, value in knobs.items():
@@ -271,6 +271,14 @@ class Commands:
                 raise ProfileError(filename or site, ["the file is not UTF-8 text"]) from None
         return profiles.resolve(site, text, filename)
 
+    async def allowed_profile(self, args: dict[str, Any]) -> dict[str, Any]:
+        """profile_arg(), refusing also what this daemon's site policy forbids (hosts, addresses), each naming its key."""
+        profile = self.profile_arg(args)
+        problems = await self.daemon.site_policy.problems(profile)
+        if problems:
+            raise ProfileError(arg(args, "profile_file", str, None) or f"{profile['name']}.toml", problems)
+        return profile
+
     # sites {} -> {"sites": [{"name", "description", "start_url", "headless", "new_conversation"}]}   the built-ins
     @op("sites")
     async def sites(self, args: dict[str, Any], peer: Peer) -> Any:
@@ -293,7 +301,7 @@ class Commands:
     async def sites_check(self, args: dict[str, Any], peer: Peer) -> Any:
         filename = arg(args, "filename", str, "profile.toml")
         try:
-            profile = self.profile_arg({"site": "", "profile": arg(args, "text", (str, bytes)), "profile_file": filename})
+            profile = await self.allowed_profile({"site": "", "profile": arg(args, "text", (str, bytes)), "profile_file": filename})
         except ProfileError as exc:
             return {"ok": False, "name": None, "problems": exc.problems}
         return {"ok": True, "name": profile["name"], "problems": []}
@@ -305,7 +313,7 @@ class Commands:
     async def login(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
         wid = arg(args, "worker", int)
-        profile = self.profile_arg(args)
+        profile = await self.allowed_profile(args)
         display = d.config.display
         if not display:
             raise RequestError(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .sitepolicy import parse_hosts, parse_networks
 
 
 def _key(default: Any, doc: str) -> Any:
@@ -31,6 +32,10 @@ class Config:
     chromium_args: tuple[str, ...] = _key((), "extra Chromium command-line arguments")
     display: str | None = _key(None, "X display for headed browsers (a site profile with headless = false, and tabfleetctl login) "
                                      "(default: $DISPLAY; without one, a worker starts its own Xvfb)")
+    site_hosts: tuple[str, ...] = _key((), "hosts a site profile may send the browsers to (start_url, login.probe_url), besides the "
+                                           "built-in profiles' hosts and the demo site; *.example.com: its subdomains; *: any host")
+    site_networks: tuple[str, ...] = _key((), "loopback, private or link-local networks a site profile may reach, e.g. "
+                                              "10.0.0.0/8 or 127.0.0.1/32; such addresses are refused otherwise")
     max_frame_bytes: int = _key(64 * 1024 * 1024, "largest control message accepted")
     max_connections: int = _key(64, "control connections served at once; more are closed")
     read_timeout_s: float = _key(30.0, "a control connection that sends nothing for this long is closed")
@@ -169,7 +174,14 @@ def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str]
         values["state_dir"] = Path(env["STATE_DIRECTORY"].split(":")[0]) if env.get("STATE_DIRECTORY") else home / ".local" / "state" / "tabfleet"
     config = Config(**values)
     check_memory_marks(config)
+    check_site_keys(config)
     return config
+
+
+def check_site_keys(config: Config) -> None:
+    """site_hosts and site_networks must parse, so that a typo stops the daemon rather than loosening the policy."""
+    parse_hosts(config.site_hosts)
+    parse_networks(config.site_networks)
 
 
 def check_memory_marks(config: Config) -> None:
