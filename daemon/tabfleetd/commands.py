@@ -88,7 +88,8 @@ class Commands:
 
     # submit {"filename": str, "data": bin, "site": str, "profile": str|nil (a profile file's TOML), "profile_file": str|nil,
     #         "out": str|nil, "cwd": str, "name": str|nil, "workers": int|nil, "knobs": {str: str}}
-    #   -> {"job": id, "tasks": n, "out": dir}   the checked profile is stored on the job
+    #   -> {"job": id, "tasks": n, "out": dir}   the checked profile is stored on the job; a profile whose args or hosts
+    #   the site policy forbids (browser.args allow-list, site_hosts, site_networks) is refused, naming the key
     @op("submit")
     async def submit(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
@@ -296,7 +297,7 @@ class Commands:
         return {"name": name, "text": profiles.builtin_text(name)}
 
     # sites_check {"text": str|bin, "filename": str} -> {"ok": bool, "name": str|nil, "problems": [str]}
-    #   each problem names its key, e.g. "key 'result.count' must be at least 1, not 0"
+    #   each problem names its key, e.g. "key 'result.count' must be at least 1, not 0"; the site policy's too
     @op("sites_check")
     async def sites_check(self, args: dict[str, Any], peer: Peer) -> Any:
         filename = arg(args, "filename", str, "profile.toml")

@@ -69,8 +69,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "": {
         "name": Key("name", None, "the profile's name, shown in status and used for pacing (default: the file's name)"),
         "description": Key("str", "", "one line shown by `tabfleetctl sites`"),
-        "start_url": Key("url", None, "the page prompts are typed into; `{demo}` is the bundled demo site, `{job}` the job id",
-                         required=True),
+        "start_url": Key("url", None, "the page prompts are typed into; `{demo}` is the bundled demo site, `{job}` the job id; "
+                         "any other host must be one the daemon allows (`site_hosts`)", required=True),
         "knobs": Key("names", [], "`--knob K=V` names this site accepts; they are added to the start URL's query string"),
     },
     "conversation": {

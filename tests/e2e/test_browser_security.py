@@ -77,10 +77,14 @@ except OSError as exc:
 """
 
 
-def as_nobody(code: str, *args: str) -> str:
-    """Run Python code as uid/gid 65534 with no groups; its stdout."""
+def need_a_second_user() -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to act as a second local user (uid 65534)")
+
+
+def as_nobody(code: str, *args: str) -> str:
+    """Run Python code as uid/gid 65534 with no groups; its stdout."""
+    need_a_second_user()
     result = subprocess.run(["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
                              sys.executable, "-I", "-c", code, *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -134,6 +138,7 @@ def run_job(daemon: Any, site: str, prompts: list[str]) -> dict[str, Any]:
 def test_no_other_user_finds_a_devtools_port_or_reaches_the_pipe(module_daemon: Any, tmp_path: Path) -> None:
     """As uid 65534: no TCP socket of a worker's Chromium listens, and /proc does not hand out its pipe. The same
     scan finds and drives a Chromium started the old way (--remote-debugging-port), so the scan is not blind."""
+    need_a_second_user()
     job = run_job(module_daemon, "demo", ["a lighthouse at dusk", "a kettle"])
     assert (job["state"], job["done"]) == ("done", 2)
     profile = module_daemon.state / "profiles" / "worker-1"
@@ -244,6 +249,7 @@ def test_a_profile_cannot_send_a_worker_to_loopback_or_private_addresses(module_
 def test_snapshots_are_the_daemons_alone_and_their_paths_stay_with_it(module_daemon: Any) -> None:
     """A missed selector saves a snapshot 0600 in a 0700 directory that uid 65534 cannot read; tasks and export
     name it relative to the snapshots dir only, never by its path under the state dir."""
+    need_a_second_user()
     daemon = module_daemon
     demo_profile(daemon.work / "lost.toml", "lost", ('selectors = ["#prompt-textarea"]', 'selectors = ["#composer-v9"]'),
                  ("load_s = 30", "load_s = 1"))
