@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import psutil
 
 from . import outputs, profiles, statedir
-from .browser import kill_group, kill_profile_processes
+from .browser import kill_group, kill_profile_processes, names_path
 from .commands import Commands
 from .config import Config
 from .errors import AlreadyRunning
@@ -26,6 +26,7 @@ from .retention import Housekeeper
 from .retries import RetryPolicy
 from .scheduler import Scheduler, reconcile_manifest
 from .server import ControlServer
+from .sitepolicy import SitePolicy
 from .store import AsyncStore, Store
 from .webserver import WebServer, start_web
 
@@ -84,6 +85,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.submit_lock = asyncio.Lock()
         self.events = EventLog()
+        self.site_policy = SitePolicy.from_config(config)
         self.demo: Any = None
         self.web: WebServer | None = None  # dashboard and metrics, when configured
         self.store: AsyncStore
@@ -206,8 +208,8 @@ class Daemon:
             cmd = psutil.Process(pid).cmdline()
         except psutil.Error:
             return False
-        profiles = str(self.config.state_dir / "profiles")
-        return any(a.startswith("--user-data-dir=" + profiles) for a in cmd)
+        profiles = os.path.normpath(self.config.state_dir / "profiles")
+        return any(a.startswith("--user-data-dir=") and names_path(a, profiles) for a in cmd)
 
     # -- sites and outputs ---------------------------------------------------
 

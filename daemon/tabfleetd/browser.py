@@ -2,24 +2,27 @@
 
 Chromium is started by us (not by pyppeteer.launch) so that it lives in a new
 session, dies with its worker (PR_SET_PDEATHSIG through setpriv where present)
-and reports its DevTools endpoint through the DevToolsActivePort file rather
-than a racy free-port guess.
+and is driven over its DevTools pipe: `--remote-debugging-pipe` reads commands
+from fd 3 and writes replies to fd 4. Only the worker holds the other ends, so
+no other process (and no other local user) can reach the browser; no TCP port
+is opened at all. devtools.py speaks CDP over that pipe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BrowserStartError, ChromiumNotFound
-from .statedir import CHILD_UMASK, private_opener
+from .statedir import CHILD_UMASK
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,9 @@ BASE_ARGS = (
     "--mute-audio",
     "--password-store=basic",
     "--use-mock-keychain",
-    "--remote-debugging-address=127.0.0.1",
-    "--remote-debugging-port=0",
+    "--remote-debugging-pipe",
 )
+PIPE_IN_FD, PIPE_OUT_FD = 3, 4  # where Chromium reads CDP commands and writes its replies
 
 
 def find_chromium(configured: str | None, path_env: str | None) -> str:
@@ -84,6 +87,83 @@ def chromium_argv(executable: str, profile: Path, headless: bool, extra: tuple[s
     return argv
 
 
+@dataclass
+class DevToolsPipe:
+    """The worker's ends of a Chromium's DevTools pipe: CDP commands are written to `commands`, replies read from `replies`."""
+
+    commands: int
+    replies: int
+
+    def close(self) -> None:
+        for fd in (self.commands, self.replies):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class ChildProcess:
+    """A process started with posix_spawn, with the part of Popen's interface the worker uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere; its code is lost
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"process {self.pid} is still running after {timeout:.0f} s")
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+
+def spawn(argv: list[str], env: Mapping[str, str], log_fd: int, pipe_in: int, pipe_out: int) -> ChildProcess:
+    """Start `argv` in a new session: stdin /dev/null, stdout and stderr to `log_fd`, and the DevTools pipe on fds 3 and 4.
+
+    posix_spawn, because Popen cannot put an fd at a chosen number without a preexec_fn. Every source is first
+    copied above the target numbers: dup2(fd, fd) is a no-op that would leave a pipe end already at 3 or 4
+    close-on-exec, and Chromium would start without its pipe.
+    """
+    sources = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (log_fd, pipe_in, pipe_out)]
+    # What the worker inherited as inheritable (multiprocessing's channel to the daemon) must not reach Chromium.
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                os.set_inheritable(fd, False)
+        except OSError:  # the listing's own fd, closed by now
+            pass
+    log_copy, in_copy, out_copy = sources
+    # Chromium's own files (cookies, caches) are the daemon user's alone, whatever the umask it was started with.
+    umask = os.umask(CHILD_UMASK)
+    try:
+        pid = os.posix_spawn(argv[0], argv, env, setsid=True, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log_copy, 1),
+            (os.POSIX_SPAWN_DUP2, log_copy, 2),
+            (os.POSIX_SPAWN_DUP2, in_copy, PIPE_IN_FD),
+            (os.POSIX_SPAWN_DUP2, out_copy, PIPE_OUT_FD),
+        ])
+    finally:
+        os.umask(umask)
+        for fd in sources:
+            os.close(fd)
+    return ChildProcess(pid)
+
+
 class Chromium:
     """A running Chromium and the process group it leads."""
 
@@ -95,39 +175,34 @@ class Chromium:
         self.headless = headless
         self.extra_args = extra_args
         self.env = dict(env) if env is not None else None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ChildProcess | None = None
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    async def start(self, timeout: float) -> str:
-        """Launch Chromium and return its browser websocket URL."""
+    async def start(self) -> DevToolsPipe:
+        """Launch Chromium; return the worker's ends of its DevTools pipe, which the caller then owns."""
         self.profile.mkdir(mode=0o700, parents=True, exist_ok=True)
         (self.profile / PROFILE_MARK).touch(mode=0o600)
-        port_file = self.profile / "DevToolsActivePort"
-        port_file.unlink(missing_ok=True)
+        (self.profile / "DevToolsActivePort").unlink(missing_ok=True)  # left by a tabfleet that still used a port
         argv = chromium_argv(self.executable, self.profile, self.headless, self.extra_args, os.geteuid() == 0)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        # Chromium's crash handler double-forks out of our process group; a config home inside
-        # the profile puts the profile path on its command line, so it can be found and ended.
+        # Chromium's crash handler double-forks out of our process group; a config home inside the profile
+        # puts the profile path on its command line, so it can be found and ended.
         env = dict(os.environ if self.env is None else self.env) | {"XDG_CONFIG_HOME": str(self.profile / "xdg")}
-        with open(self.log_path, "wb", opener=private_opener) as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         start_new_session=True, env=env, close_fds=True, umask=CHILD_UMASK)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BrowserStartError(f"Chromium exited with code {self.proc.returncode} at start; see {self.log_path}")
-            try:
-                lines = port_file.read_text().splitlines()
-            except FileNotFoundError:
-                lines = []
-            if len(lines) >= 2:
-                return f"ws://127.0.0.1:{lines[0]}{lines[1]}"
-            await asyncio.sleep(0.05)
-        self.kill()
-        raise BrowserStartError(f"Chromium did not open its DevTools port within {timeout:.0f} s; see {self.log_path}")
+        commands_in, commands = os.pipe()
+        replies, replies_out = os.pipe()
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            self.proc = spawn(argv, env, log_fd, commands_in, replies_out)
+        except OSError as exc:
+            DevToolsPipe(commands, replies).close()
+            raise BrowserStartError(f"cannot start Chromium ({argv[0]}): {exc}") from None
+        finally:
+            for fd in (commands_in, replies_out, log_fd):
+                os.close(fd)
+        return DevToolsPipe(commands, replies)
 
     async def wait_exit(self, poll_s: float = 0.25) -> int | None:
         """Return Chromium's exit code once it has exited."""
@@ -143,7 +218,7 @@ class Chromium:
         kill_profile_processes(self.profile)
         try:
             self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        except TimeoutError:
             log.warning("Chromium %d did not exit after SIGKILL", self.proc.pid)
         self.proc = None
 
@@ -160,15 +235,24 @@ def kill_group(pgid: int) -> bool:
         return False
 
 
+def names_path(arg: str, root: str) -> bool:
+    """Whether a command-line argument (or the value of a `--switch=VALUE` one) is `root` or a path under it.
+
+    A path component boundary, not a substring: worker-1's profile must not match worker-10's.
+    """
+    value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+    return value == root or value.startswith(root + "/")
+
+
 def kill_profile_processes(profile: Path) -> int:
-    """SIGKILL every process whose command line names a path under `profile`."""
+    """SIGKILL every process whose command line names `profile` or a path under it."""
     import psutil  # imported here: the daemon's control plane does not need it at import
 
-    mark = str(profile)
+    root = os.path.normpath(profile)
     killed = 0
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmdline = proc.info.get("cmdline") or []
-        if proc.pid != os.getpid() and any(mark in arg for arg in cmdline):
+        if proc.pid != os.getpid() and any(names_path(arg, root) for arg in cmdline):
             try:
                 proc.kill()
                 killed += 1

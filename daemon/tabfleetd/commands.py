@@ -102,16 +102,17 @@ class Commands:
 
     # submit {"filename": str, "data": bin, "site": str, "profile": str|nil (a profile file's TOML), "profile_file": str|nil,
     #         "out": str|nil, "cwd": str, "name": str|nil, "workers": int|nil, "knobs": {str: str}, "vars": {str: str}|nil}
-    #   -> {"job": id, "tasks": n, "out": dir}   the checked profile is stored on the job, its start-URL variables bound
+    #   -> {"job": id, "tasks": n, "out": dir}   the checked profile is stored on the job, its start-URL variables bound;
+    #   a profile whose args or hosts the site policy forbids (browser.args allow-list, site_hosts, site_networks) is
+    #   refused, naming the key
     @op("submit")
     async def submit(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
         filename = arg(args, "filename", str)
         data = arg(args, "data", (bytes, str))
         data = data.encode() if isinstance(data, str) else data
-        profile = self.profile_arg(args)
+        profile = await self.allowed_profile(args)
         site = profile["name"]
-        profile = profiles.bind_vars(profile, arg(args, "vars", dict, {}), dict(d.config.site_vars))
         knobs = arg(args, "knobs", dict, {})
         for key, value in knobs.items():
             if key not in profile["knobs"]:
@@ -295,6 +296,17 @@ class Commands:
                 raise ProfileError(filename or site, ["the file is not UTF-8 text"]) from None
         return profiles.resolve(site, text, filename)
 
+    async def allowed_profile(self, args: dict[str, Any], bind: bool = True) -> dict[str, Any]:
+        """profile_arg() with its start-URL variables bound (`vars`, then site_vars, then the profile's defaults),
+        refusing also what this daemon's site policy forbids (hosts, addresses), each naming its key."""
+        profile = self.profile_arg(args)
+        if bind:
+            profile = profiles.bind_vars(profile, arg(args, "vars", dict, {}), dict(self.daemon.config.site_vars))
+        problems = await self.daemon.site_policy.problems(profile)
+        if problems:
+            raise ProfileError(arg(args, "profile_file", str, None) or f"{profile['name']}.toml", problems)
+        return profile
+
     # sites {} -> {"sites": [{"name", "description", "start_url", "headless", "new_conversation"}]}   the built-ins
     @op("sites")
     async def sites(self, args: dict[str, Any], peer: Peer) -> Any:
@@ -313,13 +325,14 @@ class Commands:
 
     # sites_check {"text": str|bin, "filename": str, "explain": bool|nil}
     #   -> {"ok": bool, "name": str|nil, "problems": [str], "keys": [{"key", "value", "default": bool, "doc"}]}
-    #   each problem names its key, e.g. "key 'result.count' must be at least 1, not 0"; with explain, "keys" lists
-    #   every key of the checked profile with its value, whether that is the default, and what it means
+    #   each problem names its key, e.g. "key 'result.count' must be at least 1, not 0", the site policy's too; with
+    #   explain, "keys" lists every key of the checked profile with its value, whether that is the default, and what it means
     @op("sites_check")
     async def sites_check(self, args: dict[str, Any], peer: Peer) -> Any:
         filename = arg(args, "filename", str, "profile.toml")
         try:
-            profile = self.profile_arg({"site": "", "profile": arg(args, "text", (str, bytes)), "profile_file": filename})
+            profile = await self.allowed_profile({"site": "", "profile": arg(args, "text", (str, bytes)), "profile_file": filename},
+                                                 bind=False)
         except ProfileError as exc:
             return {"ok": False, "name": None, "problems": exc.problems, "keys": []}
         keys = profiles.explain(profile) if arg(args, "explain", bool, False) else []
@@ -333,7 +346,7 @@ class Commands:
     async def login(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
         wid = arg(args, "worker", int)
-        profile = profiles.bind_vars(self.profile_arg(args), arg(args, "vars", dict, {}), dict(d.config.site_vars))
+        profile = await self.allowed_profile(args)
         display = d.config.display
         if not display:
             raise RequestError(

@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .profiles import var_problem
+from .sitepolicy import parse_hosts, parse_networks
 
 
 def _key(default: Any, doc: str) -> Any:
@@ -33,6 +34,10 @@ class Config:
     chromium_args: tuple[str, ...] = _key((), "extra Chromium command-line arguments")
     display: str | None = _key(None, "X display for headed browsers (a site profile with headless = false, and tabfleetctl login) "
                                      "(default: $DISPLAY; without one, a worker starts its own Xvfb)")
+    site_hosts: tuple[str, ...] = _key((), "hosts a site profile may send the browsers to (start_url, login.probe_url), besides the "
+                                           "built-in profiles' hosts and the demo site; *.example.com: its subdomains; *: any host")
+    site_networks: tuple[str, ...] = _key((), "loopback, private or link-local networks a site profile may reach, e.g. "
+                                              "10.0.0.0/8 or 127.0.0.1/32; such addresses are refused otherwise")
     max_frame_bytes: int = _key(64 * 1024 * 1024, "largest control message accepted")
     max_connections: int = _key(128, "control connections served at once; when full, the oldest connection that has not said "
                                      "hello, else the oldest idle one, is dropped, else the new one is refused as busy")
@@ -207,6 +212,7 @@ def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str]
     config = Config(**values)
     check_memory_marks(config)
     check_frame_budget(config)
+    check_site_keys(config)
     return config
 
 
@@ -214,6 +220,12 @@ def check_frame_budget(config: Config) -> None:
     """The bytes in flight must fit the largest frame."""
     if config.max_bytes_in_flight < config.max_frame_bytes:
         raise ConfigError("key 'max_bytes_in_flight' must be at least 'max_frame_bytes'")
+
+
+def check_site_keys(config: Config) -> None:
+    """site_hosts and site_networks must parse, so that a typo stops the daemon rather than loosening the policy."""
+    parse_hosts(config.site_hosts)
+    parse_networks(config.site_networks)
 
 
 def check_memory_marks(config: Config) -> None:

@@ -35,6 +35,26 @@ _MODIFIERS = {"Control", "Shift", "Alt", "Meta"}
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
 # A variable's value goes into the URL as it is: no spaces, and nothing that would end the host or path early.
 _VAR_VALUE = re.compile(r"[A-Za-z0-9._~:/%+=,\[\]-]{1,300}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# A plain host[:port]: nothing a browser would read differently from Python (userinfo, escapes, backslashes).
+_AUTHORITY = re.compile(rf"(?P<host>{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\])(?::\d{{1,5}})?")
+_UNSAFE_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+_LANG = r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*"
+
+# What a site profile may put in browser.args: switches that change how pages see the browser (language, window,
+# user agent, scale), never what the browser runs, loads or connects to. Each maps to the pattern of its value
+# ("" for a switch without one) and how to write it. Any other switch is the operator's, in chromium_args.
+SITE_SWITCHES: dict[str, tuple[str, str]] = {
+    "--lang": (_LANG, "--lang=LANGUAGE, e.g. --lang=de-DE"),
+    "--accept-lang": (rf"{_LANG}(?:,{_LANG})*", "--accept-lang=LANGUAGE,LANGUAGE…, e.g. --accept-lang=de-DE,de"),
+    "--window-size": (r"\d{2,5},\d{2,5}", "--window-size=WIDTH,HEIGHT, e.g. --window-size=1280,800"),
+    "--force-device-scale-factor": (r"(?:[1-4](?:\.\d{1,3})?|0\.\d{1,3})", "--force-device-scale-factor=N, N up to 4"),
+    "--user-agent": (r"[\x20-\x7e]{1,512}", "--user-agent=TEXT, printable ASCII up to 512 characters"),
+    "--disable-blink-features": ("AutomationControlled", "--disable-blink-features=AutomationControlled"),
+    "--hide-scrollbars": ("", "--hide-scrollbars"),
+    "--force-dark-mode": ("", "--force-dark-mode"),
+    "--start-maximized": ("", "--start-maximized"),
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +74,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key("name", None, "the profile's name, shown in status and used for pacing (default: the file's name)"),
         "description": Key("str", "", "one line shown by `tabfleetctl sites`"),
         "start_url": Key("url", None, "the page prompts are typed into; `{demo}` is the bundled demo site, `{job}` the job id, "
-                         "`{host}`, `{port}` and the names in `vars` are start-URL variables", required=True),
+                         "`{host}`, `{port}` and the names in `vars` are start-URL variables; any other host must be one "
+                         "the daemon allows (`site_hosts`)", required=True),
         "vars": Key("vars", {}, "start-URL variables and their defaults (`\"\"`: none), e.g. `{ space = \"demo\" }`; a value "
                     "comes from `submit --var NAME=VALUE`, else the daemon config's `site_vars`, else this default"),
         "knobs": Key("names", [], "`--knob K=V` names this site accepts; they are added to the start URL's query string"),
@@ -122,7 +143,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "login": {
         "urls": Key("regexes", [], "a page URL matching one of these is a login page: the worker is signed out (auth)"),
         "selectors": Key("selectors", [], "a visible match means signed out (e.g. a log-in button)"),
-        "probe_url": Key("str", "", "fetched in the page with its cookies when the site is opened"),
+        "probe_url": Key("probe", "", "fetched in the page with its cookies when the site is opened: a path on the "
+                         "start URL's site (`/api/session`) or an http(s) URL on a host the daemon allows"),
         "probe_pattern": Key("regex", "", "the probe's response must match this, else the worker is signed out"),
     },
     "timeouts": {
@@ -143,7 +165,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "browser": {
         "headless": Key("bool", True, "whether the site works in headless Chromium; false runs a headed Chromium on "
                         "DISPLAY, or on the worker's own Xvfb"),
-        "args": Key("strs", [], "extra Chromium arguments for this site"),
+        "args": Key("switches", [], "extra Chromium switches for this site, from a short allow-list: `--lang`, "
+                    "`--accept-lang`, `--window-size`, `--force-device-scale-factor`, `--user-agent`, "
+                    "`--disable-blink-features=AutomationControlled`, `--hide-scrollbars`, `--force-dark-mode`, "
+                    "`--start-maximized` (any other switch belongs in the daemon's `chromium_args`)"),
     },
 }
 
@@ -277,10 +302,11 @@ def _problem(key: Key, value: Any) -> str | None:
             if problem:
                 return problem
         return None
-    if kind in ("selectors", "strs", "names", "choices", "regexes"):
+    if kind in ("selectors", "strs", "names", "choices", "regexes", "switches"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return "must be a list of strings"
-        single = {"selectors": "selector", "names": "name", "choices": "choice", "regexes": "regex"}.get(kind)
+        single = {"selectors": "selector", "names": "name", "choices": "choice", "regexes": "regex",
+                  "switches": "switch"}.get(kind)
         for i, item in enumerate(value):
             problem = _problem(Key(single, None, "", key.choices), item) if single else None
             if problem:
@@ -298,6 +324,10 @@ def _problem(key: Key, value: Any) -> str | None:
         return regex_problem(value) if value else None
     if kind == "url":
         return url_problem(value)
+    if kind == "probe":
+        return probe_url_problem(value) if value else None
+    if kind == "switch":
+        return switch_problem(value)
     if kind == "key":
         return key_problem(value) if value else None
     return None
@@ -386,6 +416,47 @@ def url_problem(url: str) -> str | None:
             return f"has a bad placeholder {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} (a name: letters, digits, '_')"
     if not url.startswith(("http://", "https://", "{demo}")):
         return "must start with http://, https:// or {demo} (variables go after the scheme: http://{host}:{port}/)"
+    if url.startswith("{demo}"):
+        # Anything but a path after the demo's address could name another host: "{demo}@elsewhere/".
+        return None if url[6:7] in ("", "/", "?", "#") else "must go on with /, ? or # after {demo}"
+    netloc = urlsplit(url).netloc
+    if "{" in netloc and "{job}" not in netloc:
+        return None  # a variable names the host: the URL is checked whole once a job binds its value
+    return http_url_problem(url)
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why an http(s) URL is not one whose host Python and a browser read alike, or None."""
+    if _UNSAFE_URL_CHARS.search(url):
+        return "must not hold spaces, control characters or backslashes"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not _AUTHORITY.fullmatch(parts.netloc):
+        return (f"must name a plain host (and port) after {parts.scheme}://, not {parts.netloc!r}: "
+                "letters, digits, '-' and '.' (xn-- for international names) or an [IPv6] address; no user@")
+    return None
+
+
+def probe_url_problem(url: str) -> str | None:
+    """A probe URL is a path on the start URL's site, or an http(s) URL checked like one."""
+    if url.startswith("/") and not url.startswith("//"):
+        return "must not hold spaces, control characters or backslashes" if _UNSAFE_URL_CHARS.search(url) else None
+    if url.startswith(("http://", "https://")):
+        return http_url_problem(url)
+    return "must be a path starting with / or an http(s) URL"
+
+
+def switch_problem(arg: str) -> str | None:
+    """Why a Chromium argument may not be set by a site profile, or None when it is on the allow-list."""
+    name, has_value, value = arg.partition("=")
+    allowed = SITE_SWITCHES.get(name) if name.startswith("--") else None
+    if allowed is None:
+        return ("is not allowed in a site profile (it may set " + ", ".join(SITE_SWITCHES) + "); "
+                "the operator may set it in chromium_args")
+    pattern, usage = allowed
+    if (not pattern and has_value) or (pattern and not (has_value and re.fullmatch(pattern, value))):
+        return f"must be written {usage}"
     return None
 
 

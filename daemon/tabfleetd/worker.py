@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pyppeteer
 
 from .browser import Chromium
 from .channel import Channel
 from .config import Config
+from .devtools import connect_browser
 from .display import VirtualDisplay
 from .errors import BrowserError, SiteError
 from .outputs import write_atomic
@@ -170,14 +170,12 @@ class Worker:
 
     async def start_browser(self) -> None:
         timeout = self.config.browser_start_timeout_s
-        ws = await self.chromium.start(timeout)
+        self.browser = await connect_browser(self.chromium, timeout, {"width": 1024, "height": 768})
         try:
-            self.browser = await asyncio.wait_for(
-                pyppeteer.connect(browserWSEndpoint=ws, defaultViewport={"width": 1024, "height": 768}), timeout)
             pages = await asyncio.wait_for(self.browser.pages(), timeout)
             self.page = pages[0] if pages else await asyncio.wait_for(self.browser.newPage(), timeout)
         except Exception as exc:
-            self.chromium.kill()
+            await self.stop_browser()
             raise BrowserError(f"cannot drive Chromium: {type(exc).__name__}: {exc}") from None
         self.adapter = None
         self.browser_tasks = 0
@@ -187,12 +185,16 @@ class Worker:
 
     async def stop_browser(self) -> None:
         if self.browser is not None:
-            try:
-                await asyncio.wait_for(self.browser.disconnect(), 2)
-            except Exception:  # the browser may already be gone; we kill it next anyway
-                pass
+            await self.disconnect(self.browser)
         self.browser = self.page = None
         self.chromium.kill()
+
+    @staticmethod
+    async def disconnect(browser: Any) -> None:
+        try:
+            await asyncio.wait_for(browser.disconnect(), 2)
+        except Exception:  # the browser may already be gone; it is killed next anyway
+            pass
 
     async def recycle_browser(self) -> None:
         async with self.browser_lock:  # the idle check in heartbeats() may want the same
@@ -373,16 +375,16 @@ class Worker:
         args = (*self.config.chromium_args, *msg.get("args", ()), f"--display={msg['display']}")
         chromium = Chromium(self.chromium.executable, self.chromium.profile, self.chromium.log_path,
                             headless=False, extra_args=args)
+        browser = None
         try:
-            ws = await chromium.start(timeout)
+            browser = await connect_browser(chromium, timeout, None)
             try:
-                browser = await asyncio.wait_for(pyppeteer.connect(browserWSEndpoint=ws, defaultViewport=None), timeout)
                 pages = await asyncio.wait_for(browser.pages(), timeout)
                 page = pages[0] if pages else await asyncio.wait_for(browser.newPage(), timeout)
                 await asyncio.wait_for(page.goto(msg["url"], {"waitUntil": "domcontentloaded"}), timeout)
-                await asyncio.wait_for(browser.disconnect(), timeout)
             except Exception as exc:  # the window is open all the same; the person can type the address
                 log.warning("login: could not load %s: %s", msg["url"], exc)
+            # The pipe stays open meanwhile: Chromium takes a closed DevTools pipe as the order to quit.
             log.info("login: a browser window is open on display %s; waiting for it to be closed", msg["display"])
             await asyncio.wait_for(chromium.wait_exit(), float(msg.get("timeout_s") or 1800))
             log.info("login: the window was closed")
@@ -391,6 +393,8 @@ class Worker:
         except BrowserError as exc:
             log.error("login: cannot open a browser window on display %s: %s", msg["display"], exc)
         finally:
+            if browser is not None:
+                await self.disconnect(browser)
             chromium.kill()
         await self.start_browser()
 

@@ -160,7 +160,8 @@ def site_profile(url: str) -> str:
 
 def test_unreachable_site_pauses_without_charging_attempts(make_daemon: Any, own_site: Any) -> None:
     """The site goes down mid-batch: its dispatch pauses with a reason, no attempt or worker is charged, and it resumes."""
-    daemon = make_daemon(workers=2, config=FAST_RETRIES | {"max_attempts": 1})
+    # The site listens on loopback, which the operator must allow for profiles (site_networks).
+    daemon = make_daemon(workers=2, config=FAST_RETRIES | {"max_attempts": 1, "site_networks": ["127.0.0.1/32"]})
     daemon.wait_workers_idle(2)
     (daemon.work / "own.toml").write_text(site_profile(own_site.url))
     prompts = [f"reachable {i}" for i in range(12)]

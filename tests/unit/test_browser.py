@@ -114,7 +114,7 @@ def test_argv_user_data_dir_and_base_args(tmp_path: Path) -> None:
     assert f"--user-data-dir={tmp_path / 'profile'}" in argv
     for arg in BASE_ARGS:
         assert arg in argv
-    assert "--remote-debugging-port=0" in argv
+    assert "--remote-debugging-pipe" in argv and not any(a.startswith("--remote-debugging-port") for a in argv)
 
 
 def test_argv_extra_args_kept_in_order_before_url(tmp_path: Path) -> None:

@@ -309,3 +309,63 @@ def test_readme_examples_are_valid_profiles() -> None:
     assert chat["submit"]["confirm"] == ["composer_empty", "user_turn"] and form["submit"]["confirm"] == ["busy"]
     stored = profiles.parse((Path(__file__).resolve().parents[2] / "tests/e2e/sites/gradio.toml").read_text(), "g.toml")
     assert profiles.normalize(form | {"description": stored["description"]}) == stored
+
+
+@pytest.mark.parametrize("arg", ["--lang=de-DE", "--accept-lang=de-DE,de", "--window-size=1280,800",
+                                 "--force-device-scale-factor=1.5", "--user-agent=Mozilla/5.0 (X11; Linux x86_64)",
+                                 "--disable-blink-features=AutomationControlled", "--hide-scrollbars",
+                                 "--force-dark-mode", "--start-maximized"])
+def test_browser_args_on_the_allow_list_pass(arg: str) -> None:
+    """Switches that only change how pages see the browser may be set by a profile."""
+    assert profiles.switch_problem(arg) is None
+    assert profiles.parse(MINIMAL + f"[browser]\nargs = [{arg!r}]\n", "s.toml")["browser"]["args"] == [arg]
+
+
+@pytest.mark.parametrize("arg", ["--renderer-cmd-prefix=/tmp/evil.sh", "--utility-cmd-prefix=/tmp/evil.sh",
+                                 "--gpu-launcher=/tmp/evil.sh", "--remote-debugging-port=9222", "--proxy-server=x:1",
+                                 "--load-extension=/tmp/x", "--user-data-dir=/tmp/other", "--enable-features=X",
+                                 "--no-sandbox", "--", "-lang=de", "--LANG=de", "file:///etc/passwd",
+                                 "http://127.0.0.1:8470/"])
+def test_browser_args_off_the_allow_list_are_refused_naming_the_key(arg: str) -> None:
+    """Any other switch (or a URL, or the end of switches) is the operator's: refused, naming the key and item."""
+    found = problems(MINIMAL + f"[browser]\nargs = ['--lang=de', {arg!r}]\n")
+    assert found == [f"key 'browser.args' item 2 ({arg!r}) is not allowed in a site profile (it may set "
+                     + ", ".join(profiles.SITE_SWITCHES) + "); the operator may set it in chromium_args"]
+
+
+@pytest.mark.parametrize("arg, usage", [
+    ("--lang=de;x", "--lang=LANGUAGE"), ("--lang", "--lang=LANGUAGE"), ("--window-size=big", "--window-size=WIDTH,HEIGHT"),
+    ("--force-device-scale-factor=50", "N up to 4"), ("--user-agent=a\nb", "printable ASCII"),
+    ("--disable-blink-features=AutomationControlled,Other", "=AutomationControlled"), ("--hide-scrollbars=0", "--hide-scrollbars"),
+])
+def test_allowed_switches_with_bad_values_say_how_to_write_them(arg: str, usage: str) -> None:
+    """An allowed switch with a value outside its pattern is refused with the way to write it."""
+    problem = profiles.switch_problem(arg)
+    assert problem is not None and problem.startswith("must be written ") and usage in problem
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("https://user@images.example/", "must name a plain host"),
+    ("https://images.example\\\\@127.0.0.1/", "backslashes"),  # TOML's escape: one backslash
+    ("https://images .example/", "spaces"),
+    ("https://%31%32%37.0.0.1/", "must name a plain host"),
+    ("https://{job}.images.example/", "must name a plain host"),
+    ("{demo}@127.0.0.1:8470/", "must go on with /, ? or # after {demo}"),
+    ("{demo}.evil.example/", "must go on with /, ? or # after {demo}"),
+])
+def test_start_url_must_name_its_host_plainly(url: str, problem: str) -> None:
+    """A start URL whose host a browser could read differently from the daemon's check is refused."""
+    found = problems(MINIMAL.replace("https://images.example/", url))
+    assert found[0].startswith("key 'start_url' ") and problem in found[0], found
+
+
+@pytest.mark.parametrize("probe, ok", [("/api/session", True), ("https://images.example/api/session", True),
+                                       ("//evil.example/x", False), ("javascript:alert(1)", False),
+                                       ("https://a@b.example/", False), ("api/session", False)])
+def test_probe_url_is_a_path_or_a_plain_http_url(probe: str, ok: bool) -> None:
+    """login.probe_url is a same-site path or an http(s) URL with a plain host; anything else names the key."""
+    text = MINIMAL + f'[login]\nprobe_url = "{probe}"\nprobe_pattern = "user"\n'
+    if ok:
+        assert profiles.parse(text, "s.toml")["login"]["probe_url"] == probe
+    else:
+        assert problems(text)[0].startswith("key 'login.probe_url' ")

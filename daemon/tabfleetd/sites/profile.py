@@ -13,6 +13,7 @@ import asyncio
 import base64
 import collections
 import logging
+import os
 import random
 import re
 import time
@@ -318,24 +319,39 @@ class ProfileAdapter(SiteAdapter):
         return f"{verb} this worker's browser with `tabfleetctl login{worker} --site {self.name}`"
 
     async def snapshot(self, page: Any, reason: str) -> str:
-        """Save a screenshot and the page's HTML for a person fixing the profile; the message suffix naming them."""
+        """Save a screenshot and the page's HTML for the operator fixing the profile; the message suffix naming them.
+
+        They show a signed-in page, so only the daemon's user may read them (0600 in 0700 directories), and the
+        message (which clients see) names them relative to the state dir's snapshots/, never by full path.
+        """
         if self.snapshot_dir is None:
             return ""
-        base = str(self.snapshot_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9_-]+', '-', reason)[:40]}")
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9_-]+', '-', reason)[:40]}"
         try:
-            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
             png = await asyncio.wait_for(page.screenshot({"type": "png"}), 3)
             html = await asyncio.wait_for(page.content(), 3)
-            Path(base + ".png").write_bytes(png)
-            Path(base + ".html").write_text(html, encoding="utf-8", errors="replace")
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.save_snapshot, self.snapshot_dir, name, png, html.encode("utf-8", errors="replace"))
         except Exception as exc:  # a snapshot is a courtesy; the task's own error matters more
             log.warning("%s: could not save a snapshot: %s", self.name, exc)
             return ""
-        for old in sorted(self.snapshot_dir.glob("*.png"))[:-SNAPSHOTS_KEPT]:
+        log.info("%s: snapshot saved as %s/%s.png/.html", self.name, self.snapshot_dir, name)
+        return f" (a screenshot and the page's HTML are saved for the operator: {self.snapshot_dir.name}/{name}.png, .html)"
+
+    @staticmethod
+    def save_snapshot(directory: Path, name: str, png: bytes, html: bytes) -> None:
+        """Write NAME.png and NAME.html readable by the daemon's user alone; keep the newest SNAPSHOTS_KEPT."""
+        directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.chmod(0o700)  # whatever the umask, and however an older tabfleet left it
+        for suffix, data in ((".png", png), (".html", html)):
+            fd = os.open(directory / (name + suffix), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)  # a file left by an older tabfleet keeps its mode through O_CREAT
+            with open(fd, "wb") as out:
+                out.write(data)
+        for old in sorted(directory.glob("*.png"))[:-SNAPSHOTS_KEPT]:
             old.unlink(missing_ok=True)
             old.with_suffix(".html").unlink(missing_ok=True)
-        log.info("%s: snapshot saved as %s.png/.html", self.name, base)
-        return f" (screenshot and HTML: {base}.png, .html)"
 
     # -- browser calls ---------------------------------------------------------
 

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import pyppeteer
 import pytest
 from aiohttp import web
 
 from tabfleetd import profiles
 from tabfleetd.browser import Chromium
+from tabfleetd.devtools import connect_browser
 from tabfleetd.demoimage import render_png
 from tabfleetd.errors import SiteError
 from tabfleetd.sites import ProfileAdapter
@@ -43,6 +43,8 @@ class FixtureSite:
     generated: list[str] = field(default_factory=list)  # every text an image was made for, in order
     log: list[dict[str, Any]] = field(default_factory=list)
     runner: web.AppRunner | None = None
+    person_signs_in: bool = False  # the login page submits itself, as a person at the window would
+
 
     def url(self, path: str = "/chat", **query: Any) -> str:
         return f"http://127.0.0.1:{self.port}{path}" + (f"?{urlencode(query)}" if query else "")
@@ -96,7 +98,8 @@ class FixtureSite:
 
     async def _login_page(self, request: web.Request) -> web.Response:
         html = ("<!doctype html><title>Log in</title><form method=post action='/login?next="
-                f"{quote(request.query.get('next', '/app'), safe='')}'><button id=signin>Sign in</button></form>")
+                f"{quote(request.query.get('next', '/app'), safe='')}'><button id=signin>Sign in</button></form>"
+                + ("<script>document.forms[0].submit()</script>" if self.person_signs_in else ""))
         return web.Response(text=html, content_type="text/html")
 
     async def _login(self, request: web.Request) -> web.Response:
@@ -194,10 +197,7 @@ class Harness:
 
     def browser_ready(self) -> Any:
         if self.browser is None:
-            async def connect() -> Any:
-                ws = await self.chromium.start(30)
-                return await asyncio.wait_for(pyppeteer.connect(browserWSEndpoint=ws), 30)
-            self.browser = self.run(connect())
+            self.browser = self.run(connect_browser(self.chromium, 30, {"width": 800, "height": 600}))
         return self.browser
 
     def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -128,13 +129,17 @@ def test_login_page_and_session_probe_mean_auth(harness: Any) -> None:
 
 
 def test_a_selector_that_misses_is_named_and_leaves_a_screenshot_and_html(harness: Any, tmp_path: Path) -> None:
-    """When the input selector matches nothing, the error names the key and the selector, and a snapshot is saved."""
+    """When the input selector matches nothing, the error names the key and the selector, and a snapshot is saved
+    for the daemon's user alone (0600 in a 0700 directory), named in the error by its name only, not its path."""
+    snapshots = tmp_path / "worker-1"
     results, _ = harness.drive(harness.profile(input={"selectors": ["#composer-v2"]}, timeouts={"load_s": 1}),
-                       harness.site.url(), ["lost"], snapshots=tmp_path)
+                       harness.site.url(), ["lost"], snapshots=snapshots)
     error = results[0]
     assert isinstance(error, SiteError) and "input.selectors" in str(error) and "#composer-v2" in str(error)
-    shots, pages = list(tmp_path.glob("*.png")), list(tmp_path.glob("*.html"))
-    assert len(shots) == 1 and len(pages) == 1 and str(shots[0]) in str(error)
+    shots, pages = list(snapshots.glob("*.png")), list(snapshots.glob("*.html"))
+    assert len(shots) == 1 and len(pages) == 1 and f"worker-1/{shots[0].name}" in str(error)
+    assert str(tmp_path) not in str(error)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (snapshots, shots[0], pages[0])] == [0o700, 0o600, 0o600]
     assert shots[0].read_bytes().startswith(b"\x89PNG") and "prompt-textarea" in pages[0].read_text()
 
 

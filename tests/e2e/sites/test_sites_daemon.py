@@ -7,12 +7,10 @@ import asyncio
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-import pyppeteer
 import pytest
 
 from tabfleetd import profiles
@@ -24,6 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 FIXTURE = Path(__file__).parent / "fixture.toml"
 FORM = Path(__file__).parent / "form.toml"
+LOCAL_SITES = {"site_networks": ["127.0.0.1/32"]}  # the fixture site listens on loopback, which profiles need allowed
 
 
 def write_profile(path: Path, url: str, extra: str = "", source: Path = FIXTURE) -> Path:
@@ -87,7 +86,7 @@ def test_sites_list_show_check_and_login_without_a_display(make_daemon: Any, mon
 
 def test_submit_with_a_profile_file(make_daemon: Any, harness: Any) -> None:
     """`submit --site FILE.toml` sends the profile with the job; its knobs are the profile's; images are exact."""
-    daemon = make_daemon(workers=2)
+    daemon = make_daemon(workers=2, config=LOCAL_SITES)
     write_profile(daemon.work / "fixture.toml", harness.site.url(editor="model", tag="file"))
     prompts = write_prompts(daemon.work / "p.txt", [f"a paper boat number {i}" for i in range(6)])
     result = daemon.ctl("submit", "p.txt", "--site", "fixture.toml", "--json", "--wait", check=True)
@@ -113,7 +112,7 @@ def test_headed_profile_runs_on_the_workers_own_xvfb(make_daemon: Any, harness: 
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed; the README's test command installs it (apt-get install xvfb)")
     monkeypatch.delenv("DISPLAY", raising=False)
-    daemon = make_daemon(workers=1)
+    daemon = make_daemon(workers=1, config=LOCAL_SITES)
     write_profile(daemon.work / "headed.toml", harness.site.url(tag="headed"), "[browser]\nheadless = false\n")
     prompts = write_prompts(daemon.work / "p.txt", ["drawn on a virtual screen", "and another one"])
     result = daemon.ctl("submit", "p.txt", "--site", "headed.toml", "--json", "--wait", check=True)
@@ -125,39 +124,20 @@ def test_headed_profile_runs_on_the_workers_own_xvfb(make_daemon: Any, harness: 
     daemon.wait_for(lambda: not xvfb_processes(daemon.state), 10, "Xvfb ending with its worker")
 
 
-async def sign_in_as_a_person(port_file: Path, timeout: float = 30) -> str:
-    """Find the visible login window's browser, press its sign-in button, then close the window; return the page's URL."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            port, path = port_file.read_text().split()[:2]
-            browser = await asyncio.wait_for(pyppeteer.connect(browserWSEndpoint=f"ws://127.0.0.1:{port}{path}",
-                                                               defaultViewport=None), 3)
-        except (OSError, ValueError, asyncio.TimeoutError, pyppeteer.errors.PyppeteerError):
-            await asyncio.sleep(0.2)
-            continue
-        if "Headless" in await browser.userAgent():  # still the worker's own browser, about to be replaced
-            await browser.disconnect()
-            await asyncio.sleep(0.2)
-            continue
-        pages = await browser.pages()
-        page = next((p for p in pages if "/login" in p.url), None)
-        if page is None:
-            await browser.disconnect()
-            await asyncio.sleep(0.2)
-            continue
-        await page.waitForSelector("#signin", {"timeout": 10_000})
-        await asyncio.gather(page.waitForNavigation({"timeout": 10_000}), page.click("#signin"))
-        await page.waitForSelector("#prompt-textarea", {"timeout": 10_000})
-        url = page.url
-        for open_page in await browser.pages():
-            await open_page.close()  # the last window closes: Chromium ends, as when a person closes it
-        try:
-            await browser.disconnect()
-        except Exception:  # the browser has already gone
-            pass
-        return url
-    raise AssertionError("no visible login window appeared")
+def close_the_login_window(daemon: Any, harness: Any, timeout: float = 30) -> None:
+    """Once the headed login browser has signed in, end it as closing its last window does (SIGTERM: a clean exit)."""
+    profile = f"--user-data-dir={daemon.state / 'profiles' / 'worker-1'}"
+
+    def signed_in_by_a_person() -> bool:
+        return any(r["cookies"].get("auth") == "ok" and "Headless" not in r["agent"]
+                   for r in harness.site.requests("/app?tag=login"))
+
+    daemon.wait_for(signed_in_by_a_person, timeout, "the person signing in at the login window")
+    window = [p for p in psutil.process_iter(["cmdline"]) if profile in (p.info["cmdline"] or [])
+              and any(a.startswith("--display=") for a in p.info["cmdline"])
+              and not any(a.startswith("--type=") for a in p.info["cmdline"])]
+    assert len(window) == 1, window
+    window[0].terminate()
 
 
 def test_login_signs_a_blocked_worker_in_and_it_takes_tasks_again(make_daemon: Any, harness: Any, short_tmp: Path,
@@ -168,30 +148,31 @@ def test_login_signs_a_blocked_worker_in_and_it_takes_tasks_again(make_daemon: A
     screen = VirtualDisplay(short_tmp / "screen", short_tmp / "screen.log")  # stands in for a person's desktop
     try:
         monkeypatch.setenv("DISPLAY", asyncio.run(screen.start()))
-        daemon = make_daemon(workers=1)
+        daemon = make_daemon(workers=1, config=LOCAL_SITES)
         write_profile(daemon.work / "site.toml", harness.site.url("/app", tag="login"), '[login]\nurls = ["/login"]\n')
         prompts = write_prompts(daemon.work / "p.txt", ["made after signing in"])
         job_id = json.loads(daemon.ctl("submit", "p.txt", "--site", "site.toml", "--json", check=True).stdout)["job"]
         blocked = daemon.wait_for(lambda: [w for w in daemon.call("workers")["workers"] if w["state"] == "blocked"], 30,
                                   "the signed-out worker being blocked")
         assert "login page" in blocked[0]["health"] and "tabfleetctl login --worker 1" in blocked[0]["health"]
+        harness.site.person_signs_in = True
         login = daemon.ctl("login", "--worker", "1", "--site", "site.toml", check=True)
         assert f"open on display {screen.name}" in login.stdout and "/app?tag=login" in login.stdout
-        url = harness.run(sign_in_as_a_person(daemon.state / "profiles" / "worker-1" / "DevToolsActivePort"))
-        assert "/app?tag=login" in url
+        close_the_login_window(daemon, harness)
         job = daemon.wait_job(job_id, 60)
         assert (job["state"], job["done"]) == ("done", 1), daemon.log_text()
         check_images(daemon.work / "tabfleet-out" / job_id, prompts)
         signed = [r for r in harness.site.requests("/app?tag=login") if r["cookies"].get("auth") == "ok"]
         assert len({r["agent"] for r in signed}) == 2, "the login window and then the worker's own browser"
     finally:
+        harness.site.person_signs_in = False
         screen.stop()
 
 
 def test_one_prompt_repeated_in_a_job_on_one_worker_is_done_first_time(make_daemon: Any, harness: Any) -> None:
     """The same prompt several times in a row on one worker, on a form with one slot and one URL per prompt: every
     task is done on its first attempt, each with its own exact image."""
-    daemon = make_daemon(workers=1)
+    daemon = make_daemon(workers=1, config=LOCAL_SITES)
     write_profile(daemon.work / "form.toml", harness.site.url("/form", tag="daemon-repeat"), source=FORM)
     prompts = write_prompts(daemon.work / "p.txt", ["a quiet pond"] * 4 + ["a busy street"] * 2 + ["a quiet pond"])
     job_id = json.loads(daemon.ctl("submit", "p.txt", "--site", "form.toml", "--json", "--wait",
@@ -203,7 +184,7 @@ def test_one_prompt_repeated_in_a_job_on_one_worker_is_done_first_time(make_daem
 
 def test_a_profile_without_clear_fails_every_task_and_writes_no_image(make_daemon: Any, harness: Any) -> None:
     """input.clear = false on a box holding text: every task fails at once with an error naming the key; no image."""
-    daemon = make_daemon(workers=2)
+    daemon = make_daemon(workers=2, config=LOCAL_SITES)
     url = harness.site.url("/form", draft="a photo of an astronaut", tag="no-clear")
     write_profile(daemon.work / "form.toml", url, source=FORM)
     (daemon.work / "form.toml").write_text((daemon.work / "form.toml").read_text().replace("clear = true", "clear = false"))

@@ -84,7 +84,7 @@ def test_gradio_repeats_errors_and_the_kept_image(harness: Any, gradio_port: int
 
 def test_gradio_job_with_one_prompt_repeated_on_one_worker(make_daemon: Any, gradio_port: int) -> None:
     """A job holding one prompt several times in a row, on one worker: every task done on its first attempt."""
-    daemon = make_daemon(workers=1, config={"site_vars": {"host": "127.0.0.1"}})
+    daemon = make_daemon(workers=1, config={"site_vars": {"host": "127.0.0.1"}, "site_networks": ["127.0.0.1/32"]})
     (daemon.work / "gradio.toml").write_text((HERE / "gradio.toml").read_text())
     prompts = ["a lighthouse", "a lighthouse", "a lighthouse", "a harbour", "a harbour"]
     (daemon.work / "p.txt").write_text("\n".join(prompts) + "\n")
