@@ -143,7 +143,7 @@ class Daemon:
         self.service.stopping(self.config.grace_s + STOP_MARGIN_S)
         for task in self.background:
             task.cancel()
-        self.scheduler.stop_dispatching()
+        await self.scheduler.stop_dispatching()
         await self.fleet.stop(self.config.grace_s)
         try:
             await self.scheduler.save_pacing(force=True)

@@ -82,9 +82,16 @@ class Scheduler:
     def kick(self) -> None:
         self._kick.set()
 
-    def stop_dispatching(self) -> None:
+    async def stop_dispatching(self, timeout: float = 5.0) -> None:
+        """Stop handing out tasks.  The loop finishes the hand-out it is in, so no task is left claimed in the
+        store without a worker to account for it (a cancel between the claim and the hand-out would)."""
         self.dispatching = False
-        if self._loop_task:
+        self.kick()
+        if self._loop_task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._loop_task), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
             self._loop_task.cancel()
 
     async def job(self, job_id: str) -> dict[str, Any]:

@@ -228,7 +228,7 @@ def test_sigterm_requeues_in_flight_tasks_without_charging_them(make_daemon: Any
         tasks = store.tasks_of(job)
     finally:
         store.close()
-    assert [t["state"] for t in tasks] == ["pending", "pending"]
+    assert [t["state"] for t in tasks] == ["pending", "pending"], daemon.log_text()
     assert all(t["budget"] - t["attempts"] == 5 for t in tasks), "an interrupted attempt must not count"
 
 
