@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, outputs
 from .commands import Commands
 from .dashboard_page import CSS, HTML, JS
-from .errors import UnknownJob
+from .errors import OutDirError, UnknownJob
 from .events import TASK_KINDS
+from .outdir import image_type
 from .server import Peer
 from .states import TaskState
 from .store import task_key
@@ -122,11 +123,17 @@ class Dashboard:
             job = await self.daemon.store("get_job", job_id)
         except UnknownJob:
             raise web.HTTPNotFound(text="no such image\n") from None
-        path = Path(job["out"]) / name
-        if not await asyncio.get_running_loop().run_in_executor(None, path.is_file):
+        # Read through the directory's fd without following a symlink, and only if it is an image file: a client
+        # who owns the directory may have put a link to one of the daemon's files there since.
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(None, outputs.read_image, Path(job["out"]) / name)
+        except (OutDirError, OSError):
+            data = None
+        if data is None:
             raise web.HTTPNotFound(text="the image file is gone\n")
         # A done task's file never changes, so the browser keeps it instead of fetching it each refresh.
-        return web.FileResponse(path, headers=SECURITY_HEADERS | {"Cache-Control": "private, max-age=86400, immutable"})
+        return web.Response(body=data, content_type=image_type(data[:16]),
+                            headers=SECURITY_HEADERS | {"Cache-Control": "private, max-age=86400, immutable"})
 
 
 def picture(job: str, index: int, prompt: str, file: str, finished: float) -> dict[str, Any]:

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from . import outputs
+from .errors import ForeignFile
 from .events import EventLog
 from .rate import moving_rate_per_min
 from .fleet import BUSY, IDLE, Fleet, WorkerHandle
 from .limits import Limits
-from .retries import CRASH, RATE_LIMIT, TIMEOUT, TRANSIENT, RetryPolicy
+from .retries import CRASH, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, RetryPolicy
 from .states import FINISHED_JOB_STATES, TaskState
 from .store import AsyncStore, Store, task_key
 
@@ -111,9 +112,14 @@ class Scheduler:
                     return wake
                 task, job = picked
                 path = Path(job["out"]) / outputs.output_name(task["index"], task["prompt"])
-                if await loop.run_in_executor(None, path.exists):
+                try:
+                    image = await loop.run_in_executor(None, outputs.read_image, path)
+                except ForeignFile as exc:
+                    await self.refuse_output(task, str(exc))
+                    continue
+                if image is not None:
                     # Finished before a crash: adopt it rather than generate it again.
-                    await self.adopt(task, path)
+                    await self.adopt(task, path, image)
                     continue
                 if handle.state != IDLE:
                     # The worker died or was blocked while we awaited the store; the task goes back.
@@ -165,8 +171,18 @@ class Scheduler:
         if outcome:
             self.job_changed(outcome[1])
 
-    async def adopt(self, task: dict[str, Any], path: Path) -> None:
-        data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+    async def refuse_output(self, task: dict[str, Any], error: str) -> None:
+        """Something that is not our image sits at the task's file name (a symlink, a link, another file): the task
+        fails, and that file is neither adopted nor overwritten."""
+        outcome = await self.store("finish", task_key(task["job"], task["index"]), TaskState.FAILED, error=error,
+                                   error_kind=PERMANENT, worker=None, finished=time.time())
+        if outcome:
+            failed, job = outcome
+            self.events.emit("task_failed", job=job["id"], index=failed["index"], prompt=failed["prompt"], worker=None,
+                             attempts=failed["attempts"], error=error, error_kind=PERMANENT, retry_at=None)
+            self.job_changed(job)
+
+    async def adopt(self, task: dict[str, Any], path: Path, data: bytes) -> None:
         await self.record_done(task, None, {
             "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
             "started": task["started"], "finished": time.time()}, adopted=True)
@@ -209,13 +225,15 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         job = await self.job(task["job"])
         record = manifest_record(task | fields | {"worker": worker})
-        await loop.run_in_executor(None, outputs.append_manifest, Path(job["out"]), record)
+        intact = await loop.run_in_executor(None, outputs.append_manifest, Path(job["out"]), record)
         key = task_key(task["job"], task["index"])
         outcome = await self.store("finish", key, TaskState.DONE, error=None, error_kind=None, worker=worker, **fields)
-        if not outcome:
-            # The task was no longer running (its job was cancelled, say): take the line back out.
+        if not outcome or not intact:
+            # The task was no longer running (its job was cancelled, say): take the line back out; or the
+            # manifest's name held a symlink, now replaced: write every line again.
             await loop.run_in_executor(None, reconcile_manifest, self.store.store, job)
-            return
+            if not outcome:
+                return
         task, job = outcome
         if not adopted:  # an adopted image was made before; counting it would inflate the rate
             self.finish_times[job["id"]].append(time.monotonic())
@@ -288,7 +306,7 @@ def site_of(job: dict[str, Any]) -> str:
 def reconcile_manifest(store: Store, job: dict[str, Any]) -> bool:
     """Rewrite a job's manifest from the store when the two disagree; True when it was rewritten."""
     out = Path(job["out"])
-    if not out.is_dir():
+    if not outputs.dir_exists(out):
         return False
     try:
         listed = {r.get("file") for r in outputs.read_manifest(out)}

@@ -34,10 +34,10 @@ from .browser import Chromium
 from .channel import Channel
 from .config import Config
 from .display import VirtualDisplay
-from .errors import BrowserError, SiteError
-from .outputs import write_atomic
+from .errors import BrowserError, ForeignFile, SiteError
+from .outputs import read_image, write_atomic
 from .sites import adapter_for
-from .sites.base import CRASH, TIMEOUT, SiteAdapter
+from .sites.base import CRASH, PERMANENT, TIMEOUT, SiteAdapter
 
 log = logging.getLogger("tabfleetd.worker")
 
@@ -218,8 +218,9 @@ class Worker:
         path = Path(msg["path"])
         reply: dict[str, Any] = {"t": "result", "key": msg["key"], "started": started}
         try:
-            if path.exists():
-                data, adopted = path.read_bytes(), True
+            existing = read_image(path)  # never through a symlink; ForeignFile for anything but an image
+            if existing is not None:
+                data, adopted = existing, True
             else:
                 await self.rotate_if_due()
                 data, adopted = await self.generate(msg, deadline), False
@@ -230,6 +231,8 @@ class Worker:
             if exc.kind in (TIMEOUT, CRASH):
                 await self.recycle_quietly()
             return reply | {"ok": False, "error": str(exc), "kind": exc.kind, "wait_s": exc.wait_s, "finished": time.time()}
+        except ForeignFile as exc:  # the output directory's fault, not the browser's: the task fails, nothing else
+            return reply | {"ok": False, "error": str(exc), "kind": PERMANENT, "wait_s": None, "finished": time.time()}
         except Exception as exc:  # a dead browser surfaces as many pyppeteer/websockets types
             log.warning("task %s: %s: %s", msg["key"], type(exc).__name__, exc)
             await self.recycle_quietly()
