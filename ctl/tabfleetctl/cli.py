@@ -26,6 +26,7 @@ EXIT_NOT_RUNNING = 3
 EXIT_DAEMON_ERROR = 4
 
 TERMINAL = ("done", "failed", "cancelled")
+SUBMIT_BYTES_PER_S = 1 << 20  # the slowest a submit is expected to be queued, for its reply timeout
 
 
 class Ctx:
@@ -34,9 +35,9 @@ class Ctx:
         self.timeout = timeout
 
     @contextmanager
-    def client(self) -> Iterator[Client]:
+    def client(self, timeout: float | None = None) -> Iterator[Client]:
         try:
-            with Client(self.socket, self.timeout) as client:
+            with Client(self.socket, timeout or self.timeout) as client:
                 yield client
         except DaemonNotRunning as exc:
             click.echo(f"tabfleetctl: {exc}. Start it with `tabfleetd` (or `systemctl start tabfleetd`).", err=True)
@@ -91,7 +92,8 @@ def submit(ctx: Ctx, file: Path, site: str, out: Path | None, name: str | None, 
         raise click.FileError(str(file), exc.strerror) from None
     args = {"filename": file.name, "data": data, **site_args(site), "out": str(out.resolve()) if out else None,
             "cwd": os.getcwd(), "name": name, "workers": workers, "knobs": parse_knobs(knobs)}
-    with ctx.client() as client:
+    # The daemon queues a big file in batches: about a minute for a million prompts on a slow disk.
+    with ctx.client(ctx.timeout + len(data) / SUBMIT_BYTES_PER_S) as client:
         result = client.call("submit", args)
         if as_json:
             click.echo(json.dumps({"job": result["job"], "tasks": result["tasks"]}))
@@ -205,14 +207,23 @@ job_command("cancel", "cancelled", "Cancel a job's unfinished tasks (images alre
 @pass_ctx
 def tasks(ctx: Ctx, job: str, state: str | None, as_json: bool) -> None:
     """List a job's tasks with their state, attempts, file and last error."""
-    result = ctx.call("tasks", {"job": job, "state": state})
-    if as_json:
-        for task in result["tasks"]:
-            click.echo(json.dumps(task))
-        return
-    click.echo(table(["#", "STATE", "TRIES", "FILE / ERROR", "PROMPT"],
-                     [[t["index"], t["state"], t["attempts"], t["file"] or (t["error"] or "")[:50], t["prompt"][:50]]
-                      for t in result["tasks"]]))
+    with ctx.client() as client:
+        if as_json:
+            for task in task_pages(client, job, state):
+                click.echo(json.dumps(task))
+            return
+        click.echo(table(["#", "STATE", "TRIES", "FILE / ERROR", "PROMPT"],
+                         [[t["index"], t["state"], t["attempts"], t["file"] or (t["error"] or "")[:50], t["prompt"][:50]]
+                          for t in task_pages(client, job, state)]))
+
+
+def task_pages(client: Client, job: str, state: str | None) -> Iterator[dict[str, Any]]:
+    """Every task of the job (in that state), a page per call: the daemon never builds one huge reply."""
+    after: int | None = 0
+    while after is not None:
+        page = client.call("tasks", {"job": job, "state": state, "after": after})
+        yield from page["tasks"]
+        after = page.get("next")
 
 
 @main.group(invoke_without_command=True)

@@ -85,7 +85,7 @@ class OutDir:
                         self.created = depth == len(self.path.parts)
                     nxt = self._open_dir(part, fd, depth)
                 except OSError as exc:
-                    self._refuse(exc, Path(*self.path.parts[:depth]))
+                    self._refuse(exc, Path(*self.path.parts[:depth]), part, fd)
                 os.close(fd)
                 fd = nxt
         except BaseException:
@@ -97,14 +97,19 @@ class OutDir:
         try:
             return os.open(part, _DIR, dir_fd=fd)
         except OSError as exc:
-            self._refuse(exc, Path(*self.path.parts[:depth]))
+            self._refuse(exc, Path(*self.path.parts[:depth]), part, fd)
             raise  # not reached: _refuse always raises
 
     @staticmethod
-    def _refuse(exc: OSError, where: Path) -> None:
-        if exc.errno in _REFUSED:
-            raise ForeignFile(f"{where} {_REFUSED[exc.errno]}") from None
-        raise exc
+    def _refuse(exc: OSError, where: Path, name: str, dir_fd: int) -> None:
+        """Raise ForeignFile for an entry that is not what it should be (naming what it is), else the OSError."""
+        if exc.errno not in _REFUSED:
+            raise exc
+        problem = _REFUSED[exc.errno]
+        with contextlib.suppress(OSError):  # O_DIRECTORY|O_NOFOLLOW says ENOTDIR for a symlink: say which it is
+            if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                problem = _REFUSED[errno.ELOOP]
+        raise ForeignFile(f"{where} {problem}") from None
 
     # -- files -------------------------------------------------------------------
 
@@ -114,7 +119,7 @@ class OutDir:
         try:
             fd = os.open(name, flags | _FILE, mode, dir_fd=self.fd)
         except OSError as exc:
-            self._refuse(exc, where)
+            self._refuse(exc, where, name, self.fd)
             raise  # not reached
         st = os.fstat(fd)
         problem = None
