@@ -170,10 +170,7 @@ class OutDir:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE, 0o666, dir_fd=self.fd)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
+                _write_all(fd, data)
             finally:
                 os.close(fd)
             # A rename replaces whatever is at the name (a symlink included) without touching what it points to.
@@ -189,10 +186,7 @@ class OutDir:
         fd = self._open(name, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             _cut_torn_tail(fd)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            _write_all(fd, data)
         finally:
             os.close(fd)
 
@@ -213,6 +207,13 @@ class OutDir:
                     if stat.S_ISREG(os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode):
                         found.append(name)
         return sorted(found)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
 
 
 def _cut_torn_tail(fd: int) -> None:

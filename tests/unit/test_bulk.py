@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,6 @@ from tabfleetd.states import JobState, TaskState
 from tabfleetd.store import AsyncStore, Store, task_key
 
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store")
-    yield s
-    s.close()
 
 
 def make_job(store: Store, count: int, **fields: Any) -> dict[str, Any]:

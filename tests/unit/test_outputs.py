@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tabfleetd import outdir, outputs
+from tabfleetd import outdir
 from tabfleetd.errors import OutDirError
 from tabfleetd.outputs import (
     MANIFEST,

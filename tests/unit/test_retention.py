@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from tabfleetd.config import Config
 from tabfleetd.retention import Housekeeper, expired_jobs, should_compact
@@ -17,13 +15,6 @@ from tabfleetd.states import JobState, TaskState
 from tabfleetd.store import AsyncStore, Store, task_key
 
 HOUR = 3600.0
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store")
-    yield s
-    s.close()
 
 
 def finished_job(store: Store, prompts: int, prompt_size: int = 20) -> dict[str, Any]:
