@@ -10,7 +10,6 @@ found and deleted on restart. Every file operation goes through an OutDir
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,6 @@ _RESERVED = frozenset(
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 # Room for the "prompt" fallback and for a reserved name plus its "-".
 _MIN_SLUG_LEN = 6
-_CHUNK = 1 << 20
 
 
 def slugify(prompt: str, max_len: int = 48) -> str:
@@ -103,15 +101,6 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex SHA-256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def claim_out_dir(out: Path, job_id: str, known: Container[str] = ()) -> bool:

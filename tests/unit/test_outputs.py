@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -20,7 +19,6 @@ from tabfleetd.outputs import (
     output_name,
     read_manifest,
     rewrite_manifest,
-    sha256_file,
     slugify,
     write_atomic,
 )
@@ -138,7 +136,7 @@ def test_output_name_rejects_index_zero() -> None:
         output_name(0, "x")
 
 
-# --- write_atomic and sha256_file ---------------------------------------------
+# --- write_atomic ------------------------------------------------------------
 
 
 def test_write_atomic_writes_and_replaces(tmp_path: Path) -> None:
@@ -211,20 +209,6 @@ def test_write_atomic_onto_directory_fails_cleanly(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_atomic(tmp_path / "sub", b"data")
     assert os.listdir(tmp_path) == ["sub"]
-
-
-def test_sha256_file(tmp_path: Path) -> None:
-    """sha256_file matches known digests, including for files larger than one read chunk."""
-    small = tmp_path / "abc"
-    small.write_bytes(b"abc")
-    assert sha256_file(small) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    empty = tmp_path / "empty"
-    empty.write_bytes(b"")
-    assert sha256_file(empty) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    data = os.urandom(3 * (1 << 20) + 7)
-    big = tmp_path / "big"
-    big.write_bytes(data)
-    assert sha256_file(big) == hashlib.sha256(data).hexdigest()
 
 
 # --- claim_out_dir ------------------------------------------------------------
