@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import outputs
-from .errors import ForeignFile
+from .errors import OutDirError
 from .events import EventLog
 from .rate import moving_rate_per_min
 from .fleet import BUSY, IDLE, Fleet, WorkerHandle
@@ -114,9 +114,11 @@ class Scheduler:
                 path = Path(job["out"]) / outputs.output_name(task["index"], task["prompt"])
                 try:
                     image = await loop.run_in_executor(None, outputs.read_image, path)
-                except ForeignFile as exc:
+                except OutDirError as exc:  # ForeignFile, or a job path that is not absolute and normalised
                     await self.refuse_output(task, str(exc))
                     continue
+                except OSError:
+                    image = None  # an unreadable directory: the worker's write meets the error and reports it
                 if image is not None:
                     # Finished before a crash: adopt it rather than generate it again.
                     await self.adopt(task, path, image)

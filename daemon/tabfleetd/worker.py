@@ -34,7 +34,7 @@ from .browser import Chromium
 from .channel import Channel
 from .config import Config
 from .display import VirtualDisplay
-from .errors import BrowserError, ForeignFile, SiteError
+from .errors import BrowserError, OutDirError, SiteError
 from .outputs import read_image, write_atomic
 from .sites import adapter_for
 from .sites.base import CRASH, PERMANENT, TIMEOUT, SiteAdapter
@@ -231,7 +231,7 @@ class Worker:
             if exc.kind in (TIMEOUT, CRASH):
                 await self.recycle_quietly()
             return reply | {"ok": False, "error": str(exc), "kind": exc.kind, "wait_s": exc.wait_s, "finished": time.time()}
-        except ForeignFile as exc:  # the output directory's fault, not the browser's: the task fails, nothing else
+        except OutDirError as exc:  # the output directory's fault (ForeignFile), not the browser's: the task fails, nothing else
             return reply | {"ok": False, "error": str(exc), "kind": PERMANENT, "wait_s": None, "finished": time.time()}
         except Exception as exc:  # a dead browser surfaces as many pyppeteer/websockets types
             log.warning("task %s: %s: %s", msg["key"], type(exc).__name__, exc)
