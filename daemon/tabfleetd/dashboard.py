@@ -8,6 +8,8 @@ path, so nothing but finished outputs is ever read from disk.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import os
 import time
 from pathlib import Path
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from .app import Daemon
 
 GALLERY_SIZE = 24
+OLDER_PAGE = 5000  # done tasks per store read when the gallery is first filled after a start
 EVENTS_SHOWN = 10
 SECURITY_HEADERS = {
     # The page's script and style are served from here; nothing inline, nothing from elsewhere.
@@ -100,17 +103,23 @@ class Dashboard:
         return self._older
 
     async def _read_older(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
+        # Page through the done tasks, keeping only the newest few: a job may hold a million of them.
+        newest: list[tuple[float, int, dict[str, Any]]] = []  # a min-heap on finish time
+        order = itertools.count()  # ties never compare the dicts
         for job in reversed(await self.daemon.store("list_jobs")):
             if not job["counts"]["done"]:
                 continue
-            done = [t for t in await self.daemon.store("tasks_of", job["id"])
-                    if t["state"] == TaskState.DONE.value and t.get("file")]
-            found += [picture(job["id"], t["index"], t["prompt"], t["file"], t.get("finished") or 0) for t in done]
-            if len(found) >= GALLERY_SIZE:
+            after: int | None = 0
+            while after is not None:
+                page, after = await self.daemon.store("tasks_page", job["id"], after, OLDER_PAGE, TaskState.DONE.value)
+                for t in page:
+                    if t.get("file"):
+                        item = picture(job["id"], t["index"], t["prompt"], t["file"], t.get("finished") or 0)
+                        push = heapq.heappush if len(newest) < GALLERY_SIZE else heapq.heappushpop
+                        push(newest, (item["finished"], next(order), item))
+            if len(newest) >= GALLERY_SIZE:
                 break
-        found.sort(key=lambda p: p["finished"], reverse=True)
-        return found[:GALLERY_SIZE]
+        return [item for _, _, item in sorted(newest, key=lambda e: e[0], reverse=True)]
 
     async def image(self, request: web.Request) -> web.StreamResponse:
         job_id, index = request.match_info["job"], int(request.match_info["index"])

@@ -196,3 +196,25 @@ def test_tasks_page_walks_in_index_order_with_a_bounded_scan(store: Store) -> No
     assert [t["index"] for t in page] == [1, 2, 3] and nxt == 10
     with pytest.raises(UnknownJob):
         store.tasks_page("nosuch", 0, 5)
+
+
+def test_the_dashboard_gallery_pages_through_done_tasks_for_the_newest(store: Store) -> None:
+    """After a start the gallery's older images come from paging the store, newest first, at most GALLERY_SIZE."""
+    from types import SimpleNamespace
+
+    from tabfleetd.dashboard import GALLERY_SIZE, Dashboard
+
+    job = make_job(store, 60)
+    for n in range(40):
+        task = store.claim(1, NOW)
+        store.finish(task_key(job["id"], task["index"]), TaskState.DONE, file=f"{task['index']:05d}.png",
+                     finished=NOW + (n * 7) % 40)  # finish times out of index order
+
+    async def go(s: AsyncStore) -> list[dict[str, Any]]:
+        dashboard = Dashboard(SimpleNamespace(store=s))  # type: ignore[arg-type]
+        return await dashboard._read_older()
+
+    gallery = run(store, go)
+    finished = [p["finished"] for p in gallery]
+    assert len(gallery) == GALLERY_SIZE and finished == sorted(finished, reverse=True)
+    assert finished[0] == NOW + 39 and finished[-1] == NOW + 40 - GALLERY_SIZE
