@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,17 +167,23 @@ def append_manifest(out: Path, record: dict[str, Any]) -> bool:
 
 def read_manifest(out: Path) -> list[dict[str, Any]]:
     """Return the manifest records in ``out`` in order, ignoring an unfinished last line."""
+    return list(manifest_records(out))
+
+
+def manifest_records(out: Path) -> Iterator[dict[str, Any]]:
+    """The manifest records in ``out`` one at a time (a million-line manifest is never a million dicts at once)."""
     path = out / MANIFEST
     try:
         with OutDir(out) as d:
             content = d.read(MANIFEST, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        return []
+        return
     if content is None:
-        return []
-    records = []
+        return
+    start, number = 0, 0
     # The piece after the last "\n" is empty or a line a crash cut short.
-    for number, line in enumerate(content.split(b"\n")[:-1], start=1):
+    while (end := content.find(b"\n", start)) >= 0:
+        line, start, number = content[start:end], end + 1, number + 1
         if not line.strip():
             continue
         try:
@@ -186,8 +192,7 @@ def read_manifest(out: Path) -> list[dict[str, Any]]:
             raise OutDirError(f"{path} line {number} is not valid JSON") from None
         if not isinstance(record, dict):
             raise OutDirError(f"{path} line {number} is not a JSON object")
-        records.append(record)
-    return records
+        yield record
 
 
 def rewrite_manifest(out: Path, records: list[dict[str, Any]]) -> None:

@@ -311,13 +311,13 @@ def reconcile_manifest(store: Store, job: dict[str, Any]) -> bool:
     if not outputs.dir_exists(out):
         return False
     try:
-        listed = {r.get("file") for r in outputs.read_manifest(out)}
+        listed = {r.get("file") for r in outputs.manifest_records(out)}
     except Exception as exc:
         log.warning("manifest of job %s unreadable (%s); rewriting it", job["id"], exc)
         listed = set()
-    done = [t for t in store.tasks_of(job["id"]) if t["state"] == TaskState.DONE.value]
-    if listed == {t["file"] for t in done}:
+    if listed == store.done_files(job["id"]):  # file names only: a job may hold a million tasks
         return False
+    done = [t for t in store.tasks_of(job["id"]) if t["state"] == TaskState.DONE.value]
     done.sort(key=lambda t: (t["finished"] or 0, t["index"]))
     outputs.rewrite_manifest(out, [manifest_record(t) for t in done])
     log.info("manifest of job %s rewritten from the store (%d lines)", job["id"], len(done))

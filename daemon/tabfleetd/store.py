@@ -22,6 +22,7 @@ The store file is checked before LMDB opens it (storefile.py).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import struct
@@ -210,17 +211,13 @@ class Store:
         return self._read(txn_fn)
 
     def tasks_of(self, job_id: str) -> list[dict[str, Any]]:
-        prefix = f"{job_id}/".encode()
+        return self._read(lambda txn: [_unpack(raw) for _, raw in self._scan(txn, job_id)])
 
-        def txn_fn(txn: lmdb.Transaction) -> list[dict[str, Any]]:
-            cur = txn.cursor(db=self.tasks)
-            out = []
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not key.startswith(prefix):
-                        break
-                    out.append(_unpack(value))
-            return out
+    def done_files(self, job_id: str) -> set[str]:
+        """The file names of a job's done tasks, without keeping the tasks."""
+        def txn_fn(txn: lmdb.Transaction) -> set[str]:
+            tasks = (_unpack(raw) for _, raw in self._scan(txn, job_id))
+            return {t["file"] for t in tasks if t["state"] == TaskState.DONE.value}
         return self._read(txn_fn)
 
     def get_task(self, key: bytes) -> dict[str, Any] | None:
@@ -422,14 +419,18 @@ class Store:
             raise UnknownJob(f"no job '{job_id}'")
         return job
 
-    def _job_tasks(self, txn: lmdb.Transaction, job_id: str) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def _scan(self, txn: lmdb.Transaction, job_id: str) -> Iterator[tuple[bytes, bytes]]:
+        """A job's task records in key order, read lazily."""
         prefix = f"{job_id}/".encode()
         cur = txn.cursor(db=self.tasks)
-        if not cur.set_range(prefix):
-            return
-        for key, raw in list(cur):
-            if not key.startswith(prefix):
-                break
+        if cur.set_range(prefix):
+            for key, raw in cur:
+                if not key.startswith(prefix):
+                    return
+                yield key, raw
+
+    def _job_tasks(self, txn: lmdb.Transaction, job_id: str) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        for key, raw in list(self._scan(txn, job_id)):  # all read first: writes move the cursor's ground
             yield key, _unpack(raw)
 
     def _move(self, txn: lmdb.Transaction, job: dict[str, Any], key: bytes, task: dict[str, Any],
@@ -512,13 +513,7 @@ class Store:
                     job["state"] not in finished or counts["pending"] or counts["running"]):
                 return None
             job["deleting"] = True
-            prefix = f"{job_id}/".encode()
-            cur = txn.cursor(db=self.tasks)
-            batch: list[tuple[bytes, bytes]] = []
-            found = cur.set_range(prefix)
-            while found and cur.key().startswith(prefix) and len(batch) < limit:
-                batch.append((cur.key(), cur.value()))
-                found = cur.next()
+            batch = list(itertools.islice(self._scan(txn, job_id), limit))
             for key, value in batch:
                 if counts["pending"]:  # a failed submit's tasks are still queued
                     task = _unpack(value)
