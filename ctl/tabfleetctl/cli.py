@@ -32,6 +32,7 @@ EXIT_BUSY = 5  # the daemon kept refusing for now: too many connections or bytes
 EXIT_UNSAFE_SOCKET = 6  # the socket's directory could be someone else's
 
 TERMINAL = ("done", "failed", "cancelled")
+SUBMIT_BYTES_PER_S = 1 << 20  # the slowest a submit is expected to be queued, for its reply timeout
 
 
 class Ctx:
@@ -40,8 +41,8 @@ class Ctx:
         self.timeout = timeout
 
     @contextmanager
-    def client(self) -> Iterator[Client]:
-        with self.reporting(), Client(self.socket, self.timeout) as client:
+    def client(self, timeout: float | None = None) -> Iterator[Client]:
+        with self.reporting(), Client(self.socket, timeout or self.timeout) as client:
             yield client
 
     @contextmanager
@@ -116,7 +117,8 @@ def submit(ctx: Ctx, file: Path, site: str, out: Path | None, name: str | None, 
     args = {"filename": file.name, "data": data, **site_args(site), "out": str(out.resolve()) if out else None,
             "cwd": os.getcwd(), "name": name, "workers": workers, "knobs": parse_knobs(knobs),
             "vars": parse_knobs(variables, "--var")}
-    with ctx.client() as client:
+    # The daemon queues a big file in batches: about a minute for a million prompts on a slow disk.
+    with ctx.client(ctx.timeout + len(data) / SUBMIT_BYTES_PER_S) as client:
         result = client.call("submit", args)
         if as_json:
             click.echo(json.dumps({"job": result["job"], "tasks": result["tasks"]}))
@@ -233,14 +235,23 @@ job_command("cancel", "cancelled", "Cancel a job's unfinished tasks (images alre
 @pass_ctx
 def tasks(ctx: Ctx, job: str, state: str | None, as_json: bool) -> None:
     """List a job's tasks with their state, attempts, file and last error."""
-    result = ctx.call("tasks", {"job": job, "state": state})
-    if as_json:
-        for task in result["tasks"]:
-            click.echo(json.dumps(task))
-        return
-    click.echo(table(["#", "STATE", "TRIES", "FILE / ERROR", "PROMPT"],
-                     [[t["index"], t["state"], t["attempts"], t["file"] or (t["error"] or "")[:50], t["prompt"][:50]]
-                      for t in result["tasks"]]))
+    with ctx.client() as client:
+        if as_json:
+            for task in task_pages(client, job, state):
+                click.echo(json.dumps(task))
+            return
+        click.echo(table(["#", "STATE", "TRIES", "FILE / ERROR", "PROMPT"],
+                         [[t["index"], t["state"], t["attempts"], t["file"] or (t["error"] or "")[:50], t["prompt"][:50]]
+                          for t in task_pages(client, job, state)]))
+
+
+def task_pages(client: Client, job: str, state: str | None) -> Iterator[dict[str, Any]]:
+    """Every task of the job (in that state), a page per call: the daemon never builds one huge reply."""
+    after: int | None = 0
+    while after is not None:
+        page = client.call("tasks", {"job": job, "state": state, "after": after})
+        yield from page["tasks"]
+        after = page.get("next")
 
 
 @main.group(invoke_without_command=True)

@@ -15,6 +15,7 @@ import psutil
 
 from . import outputs, profiles, statedir
 from .browser import kill_group, kill_profile_processes, names_path
+from .bulk import Bulk
 from .commands import Commands
 from .config import Config
 from .errors import AlreadyRunning
@@ -91,6 +92,7 @@ class Daemon:
         self.store: AsyncStore
         self.fleet: Fleet
         self.scheduler: Scheduler
+        self.bulk: Bulk
         self.server: ControlServer
 
     def request_stop(self) -> None:
@@ -122,6 +124,7 @@ class Daemon:
                                    self.site_url, cfg.task_deadline_s, self.events, self.limits,
                                    min_free_mb=cfg.min_free_mb, held_mb=cfg.held_images_mb)
         self.fleet.on_capacity = self.scheduler.kick
+        self.bulk = Bulk(self.store, self.scheduler.job_changed, self.forget_jobs)
         self.server = ControlServer(cfg.socket, cfg, Commands(self))
         await self.server.start()
         # READY=1 only now: a client started after it (systemctl start returns) finds the socket answering.
@@ -131,6 +134,7 @@ class Daemon:
             self.web = await start_web(self)
             await self.scheduler.start()
             await self.fleet.start(cfg.workers)
+            self.background.append(asyncio.create_task(self.bulk.resume_interrupted()))
             self.background.append(asyncio.create_task(Housekeeper(self.store, cfg, self.forget_jobs).run()))
             log.info("tabfleetd ready: %d workers, state in %s", cfg.workers, cfg.state_dir)
             await self.stop_event.wait()
@@ -226,12 +230,11 @@ class Daemon:
         return profiles.start_url(profile, job["id"], job["knobs"], self.demo.base_url if self.demo else None)
 
     def reconcile_manifests_sync(self) -> None:
-        """Make each job's manifest match the store after a crash between the two writes."""
+        """Make each job's manifest match the store after a crash between the two writes, and delete stray temp files."""
         store = self.store.store
         for job in store.list_jobs():
-            out = Path(job["out"])
-            if not out.is_dir():
-                continue
-            for temp in outputs.find_leftover_temps(out):
-                temp.unlink(missing_ok=True)
-            reconcile_manifest(store, job)
+            try:
+                outputs.remove_leftover_temps(Path(job["out"]))
+                reconcile_manifest(store, job)
+            except Exception as exc:  # one client's odd directory must not stop the daemon from starting
+                log.warning("could not reconcile the output directory of job %s: %s", job["id"], exc)

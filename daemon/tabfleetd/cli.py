@@ -14,14 +14,16 @@ from pathlib import Path
 
 import click
 
-from . import __version__, config as config_module, detach as detach_module, protocol
+from . import __version__, config as config_module, detach as detach_module, protocol, storefile
 from .app import Daemon, StateLock
 from .browser import find_chromium
-from .errors import AlreadyRunning, BrowserError, ConfigError
+from .errors import AlreadyRunning, BrowserError, ConfigError, StoreDamaged
+from .store import Store
 from .notify import ENV_NAMES, Notifier, ServiceEnv, ServiceLink
 
 # Named exit codes (sysexits.h), so systemd units and scripts can tell failures apart.
 EXIT_OK = 0
+EXIT_STORE_DAMAGED = 65  # the store is missing, cut short or corrupt (EX_DATAERR); the message says how to restore it
 EXIT_UNAVAILABLE = 69  # no Chromium
 EXIT_SOFTWARE = 70  # a bug, or a --detach daemon that never became ready
 EXIT_ALREADY_RUNNING = 75
@@ -39,10 +41,11 @@ EXIT_CONFIG = 78
 @click.option("--detach", is_flag=True, help="Run in the background (not under systemd); returns once the daemon answers.")
 @click.option("--pidfile", type=click.Path(dir_okay=False, path_type=Path), help="With --detach: write the daemon's pid to this file.")
 @click.option("--help-config", is_flag=True, help="Print every config key with its default and meaning, then exit.")
+@click.option("--restore-store", is_flag=True, help="Put the store's last copy (STATE_DIR/store/data.mdb.prev) back in place of a damaged store, then exit.")
 @click.version_option(__version__, prog_name="tabfleetd")
 def main(config_path: Path | None, socket: str | None, state_dir: Path | None, workers: int | None,
          chromium: str | None, log_level: str | None, log_file: Path | None, detach: bool, pidfile: Path | None,
-         help_config: bool) -> None:
+         help_config: bool, restore_store: bool) -> None:
     """Run the tabfleet daemon in the foreground (systemd's way), or in the background with --detach."""
     if help_config:
         click.echo(config_module.describe())
@@ -67,6 +70,8 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
     except BrowserError as exc:
         click.echo(f"tabfleetd: {exc}", err=True)
         sys.exit(EXIT_UNAVAILABLE)
+    if restore_store:
+        sys.exit(restore(cfg))
     lock = None
     if detach:
         if service_env.notify_socket:
@@ -108,6 +113,9 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
     except ConfigError as exc:
         _report(str(exc), detach)
         code = EXIT_CONFIG
+    except StoreDamaged as exc:
+        _report(str(exc), detach)
+        code = EXIT_STORE_DAMAGED
     except Exception:
         logging.getLogger("tabfleetd").exception("tabfleetd failed")
     finally:
@@ -116,6 +124,26 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
         if detach and pidfile is not None:
             detach_module.remove_pidfile(pidfile, os.getpid())
     sys.exit(code)
+
+
+def restore(cfg: config_module.Config) -> int:
+    """--restore-store: with the state dir locked (no daemon running), put data.mdb.prev back and check it opens."""
+    lock = StateLock(cfg.state_dir)
+    path = cfg.state_dir / "store"
+    try:
+        lock.acquire()
+        done = storefile.restore(path)
+        Store(path, cfg.map_size_mb << 20).close()
+    except AlreadyRunning as exc:
+        click.echo(f"tabfleetd: {exc}", err=True)
+        return EXIT_ALREADY_RUNNING
+    except (StoreDamaged, OSError) as exc:
+        click.echo(f"tabfleetd: cannot restore the store: {exc}", err=True)
+        return EXIT_STORE_DAMAGED
+    finally:
+        lock.release()
+    click.echo(f"tabfleetd: {done}; start the daemon again")
+    return EXIT_OK
 
 
 def _report(message: str, detached: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -13,9 +14,10 @@ import psutil
 
 from . import __version__, outputs, profiles, protocol
 from .display import display_problem
-from .errors import BadArgs, NotAuthorized, ProfileError, RequestError, UnknownOp, VersionMismatch
-from .export import pages as export_pages
+from .errors import BadArgs, NotAuthorized, OverCapacity, ProfileError, RequestError, UnknownOp, VersionMismatch
+from .export import PAGE as EXPORT_PAGE, pages as export_pages
 from .fleet import BLOCKED, BUSY, IDLE
+from .outdir import resolve_out
 from .prompts import parse_prompts
 from .server import Peer, Stream, is_operator
 from .states import BUCKETS, FINISHED_JOB_STATES, JobState
@@ -29,6 +31,8 @@ OPS: dict[str, Op] = {}
 # Ops that act on the daemon, not on one's own jobs: root's and the daemon user's (see README "Security model").
 OPERATOR_OPS = {"shutdown": "stop the daemon", "set_workers": "resize the fleet", "restart_worker": "restart a worker",
                 "login": "open a worker's browser profile for signing in"}
+TASKS_PAGE = 1000  # tasks per `tasks` reply unless the client asks for fewer
+TASKS_PAGE_MAX = 5000
 
 
 def op(name: str) -> Callable[[Op], Op]:
@@ -104,7 +108,9 @@ class Commands:
     #         "out": str|nil, "cwd": str, "name": str|nil, "workers": int|nil, "knobs": {str: str}, "vars": {str: str}|nil}
     #   -> {"job": id, "tasks": n, "out": dir}   the checked profile is stored on the job, its start-URL variables bound;
     #   a profile whose args or hosts the site policy forbids (browser.args allow-list, site_hosts, site_networks) is
-    #   refused, naming the key
+    #   refused, naming the key.  "out" (default CWD/tabfleet-out/{job}; "{job}" becomes the job id) must lie inside an
+    #   output root and outside the daemon's state dir; a file over max_tasks_per_job, or one that would take the
+    #   unfinished tasks of all jobs over max_queued_tasks, is refused (OverCapacity). A big file loads in batches (bulk.py).
     @op("submit")
     async def submit(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
@@ -124,19 +130,40 @@ class Commands:
         if workers < 0:
             raise BadArgs("argument 'workers' must be zero (all) or more")
         cwd = arg(args, "cwd", str, "/")
-        out = arg(args, "out", str, None)
-        out_dir = Path(cwd, out) if out else Path(cwd, "tabfleet-out", "{job}")
+        out = arg(args, "out", str, None) or os.path.join("tabfleet-out", "{job}")
         name = arg(args, "name", str, None) or Path(filename).stem
-        prompts = parse_prompts(filename, data, max_chars=d.config.max_prompt_chars)
-        async with d.submit_lock:  # two submits must not both claim one output directory
+        loop = asyncio.get_running_loop()
+        # A million-line file takes seconds to parse: never on the event loop.
+        prompts = await loop.run_in_executor(
+            None, functools.partial(parse_prompts, filename, data, max_chars=d.config.max_prompt_chars))
+        async with d.submit_lock:  # two submits must not both claim one output directory, nor both pass the caps
+            await self.check_caps(filename, len(prompts))
             job_id = await d.store("new_job_id")
-            out_dir = Path(str(out_dir).replace("{job}", job_id))
-            await asyncio.get_running_loop().run_in_executor(None, outputs.claim_out_dir, out_dir, job_id)
-            job = await d.store("create_job", job_id=job_id, name=name, site=site, knobs=knobs, out=str(out_dir),
-                                prompts=prompts, max_workers=workers, max_attempts=d.config.max_attempts, source=filename,
-                                profile=profile, uid=peer.uid)
+            out_dir = await loop.run_in_executor(None, resolve_out, out.replace("{job}", job_id), cwd,
+                                                 d.config.output_roots, (d.config.state_dir,))
+            created = await loop.run_in_executor(None, outputs.claim_out_dir, out_dir, job_id, frozenset(d.scheduler.jobs))
+            try:
+                job = await d.bulk.create_job(job_id=job_id, name=name, site=site, knobs=knobs, out=str(out_dir),
+                                              prompts=prompts, max_workers=workers, max_attempts=d.config.max_attempts,
+                                              source=filename, profile=profile, uid=peer.uid)
+            except Exception:
+                # No marker may name a job that does not exist.
+                await loop.run_in_executor(None, outputs.release_out_dir, out_dir, job_id, created)
+                raise
         d.scheduler.job_changed(job)
         return {"job": job["id"], "tasks": job["total"], "out": job["out"]}
+
+    async def check_caps(self, filename: str, count: int) -> None:
+        cfg = self.daemon.config
+        if cfg.max_tasks_per_job and count > cfg.max_tasks_per_job:
+            raise OverCapacity(f"{filename} has {count} prompts, over the limit of {cfg.max_tasks_per_job} per job "
+                               "(max_tasks_per_job); split it into smaller files")
+        if cfg.max_queued_tasks:
+            queued = sum(j["counts"]["pending"] + j["counts"]["running"] for j in await self.daemon.store("list_jobs"))
+            if queued + count > cfg.max_queued_tasks:
+                raise OverCapacity(f"{filename} has {count} prompts and {queued} tasks of other jobs are unfinished: "
+                                   f"together over the limit of {cfg.max_queued_tasks} (max_queued_tasks); wait for "
+                                   "jobs to finish, or cancel some")
 
     # status {"job": str|nil} -> {"jobs": [...], "workers": [...], "memory": {...}}
     @op("status")
@@ -164,16 +191,23 @@ class Commands:
         view.update({b: counts[b] for b in BUCKETS})
         return view
 
-    # tasks {"job": str, "state": str|nil}
-    #   -> {"tasks": [{"index", "prompt", "state", "attempts", "file", "error", "error_kind", "worker", "started", "finished"}]}
+    # tasks {"job": str, "state": str|nil, "after": int|nil (0), "limit": int|nil (1000, at most 5000)}
+    #   -> {"tasks": [{"index", "prompt", "state", "attempts", "file", "error", "error_kind", "worker", "started", "finished"}],
+    #       "next": int|nil}
+    #   One page: up to limit tasks with index > after, in index order. "next" is the "after" of the following page,
+    #   nil after the last. A page looks at no more than 20,000 tasks, so with a state filter it may hold fewer than
+    #   limit (even none) and still have a "next"; a client follows "next" until it is nil.
     @op("tasks")
     async def tasks(self, args: dict[str, Any], peer: Peer) -> Any:
         job_id = arg(args, "job", str)
         state = arg(args, "state", str, None)
-        await self.daemon.store("get_job", job_id)
+        after = arg(args, "after", int, 0)
+        limit = arg(args, "limit", int, TASKS_PAGE)
+        if after < 0 or not 1 <= limit <= TASKS_PAGE_MAX:
+            raise BadArgs(f"arguments 'after' must be zero or more and 'limit' between 1 and {TASKS_PAGE_MAX}")
         keep = ("index", "prompt", "state", "attempts", "file", "error", "error_kind", "worker", "started", "finished")
-        return {"tasks": [{k: t.get(k) for k in keep} for t in await self.daemon.store("tasks_of", job_id)
-                          if state is None or t["state"] == state]}
+        found, nxt = await self.daemon.store("tasks_page", job_id, after, limit, state)
+        return {"tasks": [{k: t.get(k) for k in keep} for t in found], "next": nxt}
 
     async def _set_state(self, args: dict[str, Any], peer: Peer, state: JobState, verb: str) -> Any:
         d = self.daemon
@@ -185,8 +219,8 @@ class Commands:
         if state == JobState.CANCELLED and job["state"] in {s.value for s in FINISHED_JOB_STATES}:
             return {"job": job_id, "state": job["state"], "changed": False, "message": f"the job has already ended ({job['state']})"}
         before = job["state"]
-        job = await d.store("set_job_state", job_id, state, d.config.max_attempts)
-        d.scheduler.job_changed(job)
+        # The state changes at once; a big job's tasks follow in batches, between which other calls are served.
+        job = await d.bulk.set_state(job_id, state, d.config.max_attempts)
         return {"job": job_id, "state": job["state"], "changed": before != job["state"]}
 
     # resume {"job": str} -> {"job", "state", "changed"}   failed tasks get fresh attempts
@@ -280,7 +314,7 @@ class Commands:
     async def export(self, args: dict[str, Any], peer: Peer) -> Any:
         job_id = arg(args, "job", str)
         job = await self.daemon.store("get_job", job_id)
-        return Stream(export_pages(job, await self.daemon.store("tasks_of", job_id)))
+        return Stream(export_pages(job, lambda after: self.daemon.store("tasks_page", job_id, after, EXPORT_PAGE)))
 
     # -- site profiles -----------------------------------------------------------
 

@@ -7,6 +7,7 @@ A TOML file (--config) sets any key below; command-line options override it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,10 @@ class Config:
     shared_fleet: bool = _key(False, "let every socket client stop the daemon, resize the fleet, restart workers and open "
                                      "login windows (default: only root and the daemon's user)")
     max_prompt_chars: int = _key(4000, "longest prompt accepted at submit")
+    max_tasks_per_job: int = _key(1_000_000, "most prompts one job may hold; a bigger file is refused at submit (0: no limit)")
+    max_queued_tasks: int = _key(2_000_000, "most unfinished tasks of all jobs together; a submit beyond it is refused (0: no limit)")
+    output_roots: tuple[Path, ...] = _key(None, "directories that --out must lie in; symlinks below them are never followed, "
+                                                "and the state dir is always refused (default: the daemon user's home, /tmp and /var/tmp)")
     max_attempts: int = _key(5, "attempts per task before it ends failed")
     retry_base_s: float = _key(2.0, "first retry delay; doubles each attempt, with full jitter")
     retry_cap_s: float = _key(120.0, "longest retry delay")
@@ -79,6 +84,7 @@ class Config:
     memory_check_s: float = _key(2.0, "how often the memory governor reads memory use")
     grace_s: float = _key(10.0, "on shutdown, time given to tasks in flight before they go back to pending")
     map_size_mb: int = _key(64, "initial LMDB map size; it grows when full")
+    backup_interval_h: float = _key(24.0, "keep a compacted copy of the store (store/data.mdb.prev) no older than this, to restore a damaged store from (0: only at compaction)")
     job_retention_h: float = _key(168.0, "finished jobs leave the store this many hours after they end (their images stay; 0: kept forever)")
     housekeeping_interval_s: float = _key(600.0, "how often finished jobs are pruned, stale LMDB readers cleared and the store compacted")
     compact_free_ratio: float = _key(0.5, "compact the store once free pages are at least this share of its file (0: never)")
@@ -106,6 +112,12 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def default_output_roots(home: Path) -> tuple[Path, ...]:
+    """Where a daemon run by a person may write: that person's home and the shared temp dirs."""
+    return (Path(os.path.normpath(home.absolute())), Path("/tmp"), Path("/var/tmp"))
+
 _PATHS = {"socket", "state_dir", "log_file", "web_token_file"}
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 _AT_LEAST_ONE = {"workers", "max_attempts", "max_connections", "max_frame_bytes", "max_prompt_chars", "map_size_mb",
@@ -155,6 +167,14 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if problem:
                 raise ConfigError(f"{where}: {problem}")
         return tuple(sorted(value.items()))
+    if name == "output_roots":
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, (str, Path)) and str(v) for v in value):
+            raise ConfigError(f"{where} must be a list of one or more directory paths")
+        roots = [Path(v).expanduser() for v in value]
+        relative = [str(r) for r in roots if not r.is_absolute()]
+        if relative:
+            raise ConfigError(f"{where} must hold absolute paths, not {', '.join(relative)}")
+        return tuple(Path(os.path.normpath(r)) for r in roots)
     if name in {"socket_group", "chromium", "display"}:
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{where} must be a string")
@@ -209,6 +229,8 @@ def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str]
             values[name] = _coerce(name, value, "command line")
     if values.get("state_dir") is None:
         values["state_dir"] = Path(env["STATE_DIRECTORY"].split(":")[0]) if env.get("STATE_DIRECTORY") else home / ".local" / "state" / "tabfleet"
+    if values.get("output_roots") is None:
+        values["output_roots"] = default_output_roots(home)
     config = Config(**values)
     check_memory_marks(config)
     check_frame_budget(config)

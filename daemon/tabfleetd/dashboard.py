@@ -8,6 +8,8 @@ path, so nothing but finished outputs is ever read from disk.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import os
 import time
 from pathlib import Path
@@ -15,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, outputs
 from .commands import Commands
 from .dashboard_page import CSS, HTML, JS
-from .errors import UnknownJob
+from .errors import OutDirError, UnknownJob
 from .events import TASK_KINDS
+from .outdir import image_type
 from .server import Peer
 from .states import TaskState
 from .store import task_key
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from .app import Daemon
 
 GALLERY_SIZE = 24
+OLDER_PAGE = 5000  # done tasks per store read when the gallery is first filled after a start
 EVENTS_SHOWN = 10
 SECURITY_HEADERS = {
     # The page's script and style are served from here; nothing inline, nothing from elsewhere.
@@ -99,17 +103,23 @@ class Dashboard:
         return self._older
 
     async def _read_older(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
+        # Page through the done tasks, keeping only the newest few: a job may hold a million of them.
+        newest: list[tuple[float, int, dict[str, Any]]] = []  # a min-heap on finish time
+        order = itertools.count()  # ties never compare the dicts
         for job in reversed(await self.daemon.store("list_jobs")):
             if not job["counts"]["done"]:
                 continue
-            done = [t for t in await self.daemon.store("tasks_of", job["id"])
-                    if t["state"] == TaskState.DONE.value and t.get("file")]
-            found += [picture(job["id"], t["index"], t["prompt"], t["file"], t.get("finished") or 0) for t in done]
-            if len(found) >= GALLERY_SIZE:
+            after: int | None = 0
+            while after is not None:
+                page, after = await self.daemon.store("tasks_page", job["id"], after, OLDER_PAGE, TaskState.DONE.value)
+                for t in page:
+                    if t.get("file"):
+                        item = picture(job["id"], t["index"], t["prompt"], t["file"], t.get("finished") or 0)
+                        push = heapq.heappush if len(newest) < GALLERY_SIZE else heapq.heappushpop
+                        push(newest, (item["finished"], next(order), item))
+            if len(newest) >= GALLERY_SIZE:
                 break
-        found.sort(key=lambda p: p["finished"], reverse=True)
-        return found[:GALLERY_SIZE]
+        return [item for _, _, item in sorted(newest, key=lambda e: e[0], reverse=True)]
 
     async def image(self, request: web.Request) -> web.StreamResponse:
         job_id, index = request.match_info["job"], int(request.match_info["index"])
@@ -122,11 +132,17 @@ class Dashboard:
             job = await self.daemon.store("get_job", job_id)
         except UnknownJob:
             raise web.HTTPNotFound(text="no such image\n") from None
-        path = Path(job["out"]) / name
-        if not await asyncio.get_running_loop().run_in_executor(None, path.is_file):
+        # Read through the directory's fd without following a symlink, and only if it is an image file: a client
+        # who owns the directory may have put a link to one of the daemon's files there since.
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(None, outputs.read_image, Path(job["out"]) / name)
+        except (OutDirError, OSError):
+            data = None
+        if data is None:
             raise web.HTTPNotFound(text="the image file is gone\n")
         # A done task's file never changes, so the browser keeps it instead of fetching it each refresh.
-        return web.FileResponse(path, headers=SECURITY_HEADERS | {"Cache-Control": "private, max-age=86400, immutable"})
+        return web.Response(body=data, content_type=image_type(data[:16]),
+                            headers=SECURITY_HEADERS | {"Cache-Control": "private, max-age=86400, immutable"})
 
 
 def picture(job: str, index: int, prompt: str, file: str, finished: float) -> dict[str, Any]:

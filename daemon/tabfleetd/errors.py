@@ -14,7 +14,9 @@
     ├── InputError                1400  user input (files, directories) that is wrong
     │   ├── PromptFileError       1401
     │   ├── OutDirError           1402
-    │   └── ProfileError          1403  a site profile that cannot be used
+    │   │   └── ForeignFile       1404  something tabfleet did not write sits at an output's name
+    │   ├── ProfileError          1403  a site profile that cannot be used
+    │   └── OverCapacity          1405  a job over the configured caps on tasks
     ├── StateError                1500
     │   └── IllegalTransition     1501
     ├── ConfigError               1600
@@ -22,7 +24,8 @@
     │   ├── ChromiumNotFound      1701
     │   └── BrowserStartError     1702
     ├── SiteError                 1800  a prompt that the site did not turn into an image
-    └── AlreadyRunning            1900
+    ├── AlreadyRunning            1900
+    └── StoreDamaged              2000  the LMDB store cannot be trusted; the daemon will not start on it
 
 Codes travel in error replies (``{"code", "message"}``) so a client can tell
 failures apart without parsing messages.
@@ -98,6 +101,12 @@ class OutDirError(InputError):
     code = 1402
 
 
+class ForeignFile(OutDirError):
+    """A symlink, a hard link, a directory or a non-image where tabfleet reads or writes one of its files."""
+
+    code = 1404
+
+
 class ProfileError(InputError):
     """A site profile that cannot be used; each problem names its key."""
 
@@ -107,6 +116,12 @@ class ProfileError(InputError):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class OverCapacity(InputError):
+    """A submit over max_tasks_per_job or max_queued_tasks."""
+
+    code = 1405
 
 
 class StateError(TabfleetError):
@@ -154,3 +169,9 @@ class SiteError(TabfleetError):
 
 class AlreadyRunning(TabfleetError):
     code = 1900
+
+
+class StoreDamaged(TabfleetError):
+    """The store's file is missing, truncated or unreadable; the message says how to restore it."""
+
+    code = 2000

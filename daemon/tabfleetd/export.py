@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,20 @@ def export_row(job: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in FIELDS}
 
 
-async def pages(job: dict[str, Any], tasks: list[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
-    """The job's tasks in index order, PAGE at a time, each page naming the job and the columns."""
-    tasks = sorted(tasks, key=lambda t: t["index"])
+Fetch = Callable[[int], Awaitable[tuple[list[dict[str, Any]], "int | None"]]]
+
+
+async def pages(job: dict[str, Any], fetch: Fetch) -> AsyncGenerator[dict[str, Any], None]:
+    """The job's tasks in index order, each page naming the job and the columns.
+
+    ``fetch(after)`` reads the next page from the store (Store.tasks_page) only when the stream wants it, so
+    a million-task export never holds more than one page in memory.
+    """
     head = {"job": job["id"], "name": job["name"], "state": job["state"], "total": job["total"], "fields": list(FIELDS)}
-    for start in range(0, len(tasks), PAGE):
-        yield head | {"tasks": [export_row(job, t) for t in tasks[start:start + PAGE]]}
-    if not tasks:
-        yield head | {"tasks": []}
+    after: int | None = 0
+    first = True
+    while after is not None:
+        tasks, after = await fetch(after)
+        if tasks or first:
+            yield head | {"tasks": [export_row(job, t) for t in tasks]}
+        first = False

@@ -3,25 +3,33 @@
 Everything here is written so that a crash at any moment leaves the output
 directory readable: files appear whole or not at all (write_atomic), the
 manifest loses at most its unfinished last line, and stray temp files can be
-found and deleted on restart.
+found and deleted on restart. Every file operation goes through an OutDir
+(outdir.py), so a symlink a client planted is refused, never followed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import logging
 import os
 import re
-import secrets
 import unicodedata
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import OutDirError
+from .errors import ForeignFile, OutDirError
+from .outdir import OutDir
+
+log = logging.getLogger(__name__)
 
 MARKER = ".tabfleet-job"
 MANIFEST = "manifest.jsonl"
+MAX_IMAGE_BYTES = 64 << 20  # far above any generated image; a bigger file at an image's name is not ours
+MAX_MARKER_BYTES = 256
+MAX_MANIFEST_BYTES = 1 << 30
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Windows refuses these as file names whatever the extension.
 _RESERVED = frozenset(
@@ -30,7 +38,6 @@ _RESERVED = frozenset(
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 # Room for the "prompt" fallback and for a reserved name plus its "-".
 _MIN_SLUG_LEN = 6
-_CHUNK = 1 << 20
 
 
 def slugify(prompt: str, max_len: int = 48) -> str:
@@ -56,24 +63,35 @@ def output_name(index: int, prompt: str) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers and crashes see the old or new file, never a mix."""
-    # Same directory so os.replace is a rename, not a copy; the leading "." and
-    # ".tmp" let find_leftover_temps spot it after a crash. The name is cut so a
-    # long target name cannot push the temp name past the filesystem limit.
-    tmp = path.with_name(f".{path.name[:100]}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    """Replace ``path`` with ``data`` so that readers and crashes see the old or new file, never a mix.
+
+    The directory is reached without following symlinks (OutDir); disk errors propagate as OSError with
+    their errno, a symlink on the way as ForeignFile.
+    """
+    with OutDir(path.parent) as out:
+        out.write_atomic(path.name, data)
+
+
+def read_image(path: Path) -> bytes | None:
+    """The finished image at ``path``, or None when there is none (its directory included).
+
+    Anything else at that name (a symlink, a hard link, a directory, a file that is not a PNG, JPEG, GIF or
+    WebP image, or one over MAX_IMAGE_BYTES) raises ForeignFile: it is never adopted or served.
+    """
     try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        # The rename itself lives in the directory; without this a power cut
-        # can bring back the old file.
-        fsync_path(path.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+        with OutDir(path.parent) as out:
+            return out.read_image(path.name, MAX_IMAGE_BYTES)
+    except FileNotFoundError:
+        return None
+
+
+def dir_exists(out: Path) -> bool:
+    """True when ``out`` is reachable as a directory without following a symlink."""
+    try:
+        OutDir(out).close()
+    except (OSError, OutDirError):
+        return False
+    return True
 
 
 def fsync_path(path: Path) -> None:
@@ -85,68 +103,87 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def sha256_file(path: Path) -> str:
-    """Return the hex SHA-256 of the file at ``path``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def claim_out_dir(out: Path, job_id: str, known: Container[str] = ()) -> bool:
+    """Create ``out`` if needed and mark it as job ``job_id``'s, refusing a directory another job owns.
 
-
-def claim_out_dir(out: Path, job_id: str) -> None:
-    """Create ``out`` if needed and mark it as job ``job_id``'s, refusing a directory another job owns."""
-    marker = out / MARKER
+    Returns whether the directory itself was created here, for release_out_dir. The marker is read with a
+    size limit, and what it holds appears in a message only when it is one of the ``known`` job ids: a
+    client may have put anything there, a link to a secret included.
+    """
     try:
-        if out.exists() and not out.is_dir():
-            raise OutDirError(f"{out} exists and is not a directory; choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            other = marker.read_text(encoding="utf-8", errors="replace").strip()
-        except FileNotFoundError:
-            other = ""
-        # Two jobs writing into one directory would overwrite each other's images.
-        if other and other != job_id:
-            raise OutDirError(f"{out} already holds the output of job {other}; choose another --out")
-        write_atomic(marker, f"{job_id}\n".encode())
+        with OutDir(out, create=True) as d:
+            other = _marker_job(d)
+            # Two jobs writing into one directory would overwrite each other's images.
+            if other is not None and other != job_id:
+                whose = f"job {other}" if other in known else f"another job (see its {MARKER})"
+                raise OutDirError(f"{out} already holds the output of {whose}; choose another --out")
+            d.write_atomic(MARKER, f"{job_id}\n".encode())
+            return d.created
+    except ForeignFile as e:
+        raise OutDirError(f"cannot use {out} as the output directory: {e}; choose another --out") from None
     except OSError as e:
-        raise OutDirError(f"cannot use {out} as the output directory: {e.strerror or e}") from e
+        raise OutDirError(f"cannot use {out} as the output directory: {e.strerror or e}") from None
 
 
-def append_manifest(out: Path, record: dict[str, Any]) -> None:
-    """Append ``record`` as one JSON line to the manifest in ``out`` and fsync it."""
-    fd = os.open(out / MANIFEST, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        _cut_torn_tail(fd)
-        view = memoryview(_manifest_line(record))
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def release_out_dir(out: Path, job_id: str, created: bool) -> None:
+    """Undo claim_out_dir after a submit failed: remove the marker if it still names ``job_id``, and the
+    directory if the claim made it and it is empty."""
+    with contextlib.suppress(OSError, OutDirError):
+        with OutDir(out) as d:
+            if _marker_job(d) == job_id:
+                d.unlink(MARKER)
+        if created:
+            with OutDir(out.parent) as parent:
+                os.rmdir(out.name, dir_fd=parent.fd)
 
 
-def _cut_torn_tail(fd: int) -> None:
-    # A crash or a full disk can leave a last line without "\n"; appending to
-    # it would glue the next record onto garbage, so drop it first. Only this
-    # rare case reads the whole file.
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return
-    content = os.pread(fd, size, 0)
-    os.ftruncate(fd, content.rfind(b"\n") + 1)
+def _marker_job(d: OutDir) -> str | None:
+    raw = d.read(MARKER, MAX_MARKER_BYTES)
+    if raw is None:
+        return None
+    text = raw.decode("ascii", "replace").strip()
+    if not _JOB_ID.fullmatch(text):
+        raise ForeignFile(f"{d.path / MARKER} is not a marker tabfleet wrote")
+    return text
+
+
+def append_manifest(out: Path, record: dict[str, Any]) -> bool:
+    """Append ``record`` as one JSON line to the manifest in ``out`` and fsync it.
+
+    Returns False when the manifest's name held something else (a symlink, a hard link): that entry is
+    replaced by a new manifest holding only this line, never written through, and the caller rewrites the
+    manifest from the store.
+    """
+    line = _manifest_line(record)
+    with OutDir(out) as d:
+        try:
+            d.append(MANIFEST, line)
+            return True
+        except ForeignFile as e:
+            log.warning("%s; replacing it", e)
+            d.write_atomic(MANIFEST, line)
+            return False
 
 
 def read_manifest(out: Path) -> list[dict[str, Any]]:
     """Return the manifest records in ``out`` in order, ignoring an unfinished last line."""
+    return list(manifest_records(out))
+
+
+def manifest_records(out: Path) -> Iterator[dict[str, Any]]:
+    """The manifest records in ``out`` one at a time (a million-line manifest is never a million dicts at once)."""
     path = out / MANIFEST
     try:
-        content = path.read_bytes()
+        with OutDir(out) as d:
+            content = d.read(MANIFEST, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
-        return []
-    records = []
+        return
+    if content is None:
+        return
+    start, number = 0, 0
     # The piece after the last "\n" is empty or a line a crash cut short.
-    for number, line in enumerate(content.split(b"\n")[:-1], start=1):
+    while (end := content.find(b"\n", start)) >= 0:
+        line, start, number = content[start:end], end + 1, number + 1
         if not line.strip():
             continue
         try:
@@ -155,8 +192,7 @@ def read_manifest(out: Path) -> list[dict[str, Any]]:
             raise OutDirError(f"{path} line {number} is not valid JSON") from None
         if not isinstance(record, dict):
             raise OutDirError(f"{path} line {number} is not a JSON object")
-        records.append(record)
-    return records
+        yield record
 
 
 def rewrite_manifest(out: Path, records: list[dict[str, Any]]) -> None:
@@ -171,5 +207,18 @@ def _manifest_line(record: dict[str, Any]) -> bytes:
 
 
 def find_leftover_temps(out: Path) -> list[Path]:
-    """Return the ".*.tmp" files a crash left in ``out``, so a restart can delete them."""
-    return sorted(p for p in out.glob(".*.tmp") if p.is_file())
+    """Return the ".*.tmp" files a crash left in ``out`` (none when it is not a reachable directory)."""
+    try:
+        with OutDir(out) as d:
+            return [out / name for name in d.leftover_temps()]
+    except (OSError, OutDirError):
+        return []
+
+
+def remove_leftover_temps(out: Path) -> int:
+    """Delete the ".*.tmp" files a crash left in ``out``, through its dir fd; returns how many."""
+    try:
+        with OutDir(out) as d:
+            return sum(d.unlink(name) for name in d.leftover_temps())
+    except (FileNotFoundError, OutDirError):
+        return 0

@@ -8,9 +8,13 @@ Operators leave the daemon up for days, so nothing may grow without bound:
 - LMDB never shrinks its file, so once free pages make up more than
   `compact_free_ratio` of a file over `compact_min_mb`, the file is rewritten
   without them (`copy(compact=True)`, then one atomic rename);
-- stale reader slots left by a killed process are cleared, as they pin old pages.
+- stale reader slots left by a killed process are cleared, as they pin old pages;
+- a compacted copy of the store, data.mdb.prev, is written at each compaction and
+  whenever the last one is older than `backup_interval_h`, so a damaged store can
+  be restored (storefile.py).
 
-The Store methods delete_jobs, usage and compact run these on the store thread.
+Jobs are deleted a batch of tasks per transaction (bulk.py), so pruning a huge
+job never holds the store thread for long; the copy runs beside the store thread.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .bulk import delete_job
 from .outputs import fsync_path
 from .states import FINISHED_JOB_STATES
 
@@ -32,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRUNE_BATCH = 50  # jobs per write transaction, so the store thread stays responsive to status calls
 FIRST_PASS_DELAY_S = 60.0  # let a restarted daemon recover and start its workers first
 _FINISHED = frozenset(s.value for s in FINISHED_JOB_STATES)
 
@@ -85,8 +89,9 @@ def compact(store: Store) -> dict[str, int]:
     os.replace(scratch / "data.mdb", data)
     fsync_path(store.path)
     shutil.rmtree(scratch, ignore_errors=True)
-    # Re-run Store's own opening code so the LMDB flags and named databases stay exactly Store's.
-    type(store).__init__(store, store.path, map_size)
+    # Re-run Store's own opening code so the LMDB flags and named databases stay exactly Store's
+    # (without the full file walk: LMDB itself just wrote this file).
+    type(store).__init__(store, store.path, map_size, verify=False)
     after = data.stat().st_size
     log.info("store compacted from %.1f MiB to %.1f MiB", before / 2**20, after / 2**20)
     return {"before_bytes": before, "after_bytes": after}
@@ -118,13 +123,16 @@ class Housekeeper:
         cfg = self.config
         expired = expired_jobs(await self.store("list_jobs"), self.clock(), cfg.job_retention_h)
         tasks = 0
-        for start in range(0, len(expired), PRUNE_BATCH):
-            batch = expired[start:start + PRUNE_BATCH]
-            tasks += await self.store("delete_jobs", batch)
-            self.forget(batch)
-        if expired:
-            self.pruned_jobs += len(expired)
-            log.info("pruned %d finished jobs (%d tasks) older than %g h", len(expired), tasks, cfg.job_retention_h)
+        pruned = []
+        for job_id in expired:
+            deleted = await delete_job(self.store, job_id)
+            if deleted is not None:  # None: resumed since it was picked
+                tasks += deleted
+                pruned.append(job_id)
+        self.forget(pruned)
+        if pruned:
+            self.pruned_jobs += len(pruned)
+            log.info("pruned %d finished jobs (%d tasks) older than %g h", len(pruned), tasks, cfg.job_retention_h)
         stale = await self.store("reader_check")
         if stale:
             log.warning("cleared %d stale LMDB reader slots", stale)
@@ -133,5 +141,11 @@ class Housekeeper:
         if should_compact(use, cfg.compact_free_ratio, cfg.compact_min_mb):
             compacted = await self.store("compact")
             self.compactions += 1
-        return {"pruned_jobs": len(expired), "pruned_tasks": tasks, "stale_readers": stale, "usage": use,
-                "compacted": compacted}
+        backup = None
+        age = await self.store("backup_age_s")
+        if compacted or age is None or (cfg.backup_interval_h and age > cfg.backup_interval_h * 3600):
+            # Beside the store thread: LMDB copies from a read snapshot while writes go on.
+            backup = await self.store.aside("backup")
+            log.info("store copied to data.mdb.prev (%.1f MiB)", backup / 2**20)
+        return {"pruned_jobs": len(pruned), "pruned_tasks": tasks, "stale_readers": stale, "usage": use,
+                "compacted": compacted, "backup_bytes": backup}

@@ -20,13 +20,14 @@ from typing import Any
 
 from . import outputs
 from .deadlines import answer_cap
+from .errors import OutDirError
 from .events import EventLog
 from .fleet import BUSY, IDLE, Fleet, WorkerHandle
 from .held import HeldImages
 from .limits import Limits
 from .outages import DiskWaits, SiteOutages
 from .rate import moving_rate_per_min
-from .retries import CRASH, DISK, RATE_LIMIT, TIMEOUT, TRANSIENT, UNREACHABLE, Decision, RetryPolicy
+from .retries import CRASH, DISK, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, UNREACHABLE, Decision, RetryPolicy
 from .states import FINISHED_JOB_STATES, TaskState
 from .store import AsyncStore, Store, task_key
 
@@ -151,9 +152,16 @@ class Scheduler:
                     return wake
                 task, job = picked
                 path = Path(job["out"]) / outputs.output_name(task["index"], task["prompt"])
-                if await loop.run_in_executor(None, path.exists):
+                try:
+                    image = await loop.run_in_executor(None, outputs.read_image, path)
+                except OutDirError as exc:  # ForeignFile, or a job path that is not absolute and normalised
+                    await self.refuse_output(task, str(exc))
+                    continue
+                except OSError:
+                    image = None  # an unreadable directory: the worker's write meets the error and reports it
+                if image is not None:
                     # Finished before a crash: adopt it rather than generate it again.
-                    await self.adopt(task, path)
+                    await self.adopt(task, path, image)
                     continue
                 held = self.held.get(task_key(task["job"], task["index"]))
                 if held is not None:
@@ -243,8 +251,18 @@ class Scheduler:
         if outcome:
             self.job_changed(outcome[1])
 
-    async def adopt(self, task: dict[str, Any], path: Path) -> None:
-        data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+    async def refuse_output(self, task: dict[str, Any], error: str) -> None:
+        """Something that is not our image sits at the task's file name (a symlink, a link, another file): the task
+        fails, and that file is neither adopted nor overwritten."""
+        outcome = await self.store("finish", task_key(task["job"], task["index"]), TaskState.FAILED, error=error,
+                                   error_kind=PERMANENT, worker=None, finished=time.time())
+        if outcome:
+            failed, job = outcome
+            self.events.emit("task_failed", job=job["id"], index=failed["index"], prompt=failed["prompt"], worker=None,
+                             attempts=failed["attempts"], error=error, error_kind=PERMANENT, retry_at=None)
+            self.job_changed(job)
+
+    async def adopt(self, task: dict[str, Any], path: Path, data: bytes) -> None:
         await self.record_done(task, None, {
             "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
             "started": task["started"], "finished": time.time()}, adopted=True)
@@ -377,7 +395,7 @@ class Scheduler:
         record = manifest_record(task | fields | {"worker": worker})
         key = task_key(task["job"], task["index"])
         try:
-            await loop.run_in_executor(None, outputs.append_manifest, Path(job["out"]), record)
+            intact = await loop.run_in_executor(None, outputs.append_manifest, Path(job["out"]), record)
         except OSError as exc:
             reason = f"cannot write the manifest in {job['out']}: {exc.strerror}"
             outcome = await self.store("finish", key, TaskState.RETRY_WAIT, ready_at=self.output_full(job, reason),
@@ -386,10 +404,12 @@ class Scheduler:
                 self.job_changed(outcome[1])
             return
         outcome = await self.store("finish", key, TaskState.DONE, error=None, error_kind=None, worker=worker, **fields)
-        if not outcome:
-            # The task was no longer running (its job was cancelled, say): take the line back out.
+        if not outcome or not intact:
+            # The task was no longer running (its job was cancelled, say): take the line back out; or the
+            # manifest's name held a symlink, now replaced: write every line again.
             await loop.run_in_executor(None, reconcile_manifest, self.store.store, job)
-            return
+            if not outcome:
+                return
         task, job = outcome
         if not adopted:  # an adopted image was made before; counting it would inflate the rate
             self.finish_times[job["id"]].append(time.monotonic())
@@ -484,16 +504,16 @@ def site_of(job: dict[str, Any]) -> str:
 def reconcile_manifest(store: Store, job: dict[str, Any]) -> bool:
     """Rewrite a job's manifest from the store when the two disagree; True when it was rewritten."""
     out = Path(job["out"])
-    if not out.is_dir():
+    if not outputs.dir_exists(out):
         return False
     try:
-        listed = {r.get("file") for r in outputs.read_manifest(out)}
+        listed = {r.get("file") for r in outputs.manifest_records(out)}
     except Exception as exc:
         log.warning("manifest of job %s unreadable (%s); rewriting it", job["id"], exc)
         listed = set()
-    done = [t for t in store.tasks_of(job["id"]) if t["state"] == TaskState.DONE.value]
-    if listed == {t["file"] for t in done}:
+    if listed == store.done_files(job["id"]):  # file names only: a job may hold a million tasks
         return False
+    done = [t for t in store.tasks_of(job["id"]) if t["state"] == TaskState.DONE.value]
     done.sort(key=lambda t: (t["finished"] or 0, t["index"]))
     outputs.rewrite_manifest(out, [manifest_record(t) for t in done])
     log.info("manifest of job %s rewritten from the store (%d lines)", job["id"], len(done))

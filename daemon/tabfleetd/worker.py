@@ -37,10 +37,10 @@ from .channel import Channel
 from .config import Config
 from .devtools import connect_browser
 from .display import VirtualDisplay
-from .errors import BrowserError, SiteError
-from .outputs import write_atomic
+from .errors import BrowserError, OutDirError, SiteError
+from .outputs import read_image, write_atomic
 from .sites import adapter_for
-from .sites.base import CRASH, SITE, TIMEOUT, WORKER, SiteAdapter
+from .sites.base import CRASH, PERMANENT, SITE, TIMEOUT, WORKER, SiteAdapter
 
 log = logging.getLogger("tabfleetd.worker")
 
@@ -251,8 +251,9 @@ class Worker:
         reply: dict[str, Any] = {"t": "result", "key": msg["key"], "started": started}
         data = b""
         try:
-            if path.exists():
-                data, adopted = path.read_bytes(), True
+            existing = read_image(path)  # never through a symlink; ForeignFile for anything but an image
+            if existing is not None:
+                data, adopted = existing, True
             else:
                 await self.rotate_if_due()
                 data, adopted = await self.generate(msg, deadline), False
@@ -265,6 +266,8 @@ class Worker:
                 await self.recycle_quietly()
             return reply | {"ok": False, "error": str(exc), "kind": exc.kind, "wait_s": exc.wait_s, "blame": exc.blame,
                             "frozen_cpu_s": frozen_cpu, "finished": time.time()} | self.send_times()
+        except OutDirError as exc:  # the output directory's fault (ForeignFile), not the browser's: the task fails, nothing else
+            return reply | {"ok": False, "error": str(exc), "kind": PERMANENT, "wait_s": None, "finished": time.time()}
         except OSError as exc:
             if data and exc.errno in DISK_ERRNOS:
                 # The image exists but the output cannot take it: hand it to the daemon, never make it again.

@@ -37,7 +37,7 @@ def throughput(workers: int, latency: float, per_worker: int) -> dict[str, Any]:
         job = daemon.submit([f"bench prompt {i}" for i in range(count)], latency=latency)
         status = daemon.wait(job)
         wall = time.monotonic() - started
-        tasks = daemon.call("tasks", {"job": job})["tasks"]
+        tasks = daemon.tasks(job)
         memory = daemon.call("status")
     finally:
         daemon.close()

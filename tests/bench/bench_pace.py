@@ -59,7 +59,7 @@ def keeps_rate(rate: float, count: int, **knobs: Any) -> dict[str, Any]:
     try:
         job = daemon.submit([f"limited prompt {i}" for i in range(count)], latency=0.2, **knobs)
         daemon.wait(job, every=0.5)
-        tasks = daemon.call("tasks", {"job": job})["tasks"]
+        tasks = daemon.tasks(job)
         pace = daemon.call("status")["limits"]["sites"]["demo"]
     finally:
         daemon.close()

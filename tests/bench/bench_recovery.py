@@ -115,7 +115,7 @@ def main() -> None:
     wall = time.monotonic() - started
     for prompt, count in current.items():
         generated[prompt] = generated.get(prompt, 0) + count
-    tasks = fleet.call("tasks", {"job": job})["tasks"]
+    tasks = fleet.tasks(job)
     root = fleet.root
     fleet.close()
     left = [p for p in psutil.process_iter(["cmdline"]) if any(str(root) in a for a in p.info["cmdline"] or [])]

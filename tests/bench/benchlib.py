@@ -50,6 +50,16 @@ class BenchDaemon:
         with Client(self.socket, 120) as client:
             return client.call(op, args)
 
+    def tasks(self, job: str) -> list[dict[str, Any]]:
+        """Every task of the job, following the `tasks` op's pages."""
+        found: list[dict[str, Any]] = []
+        after: int | None = 0
+        while after is not None:
+            page = self.call("tasks", {"job": job, "after": after, "limit": 5000})
+            found += page["tasks"]
+            after = page["next"]
+        return found
+
     def submit(self, prompts: list[str], **knobs: Any) -> str:
         return self.call("submit", {"filename": "bench.txt", "data": "\n".join(prompts).encode(), "cwd": str(self.work),
                                     "knobs": {k: str(v) for k, v in knobs.items()}})["job"]

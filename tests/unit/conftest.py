@@ -1,5 +1,6 @@
-"""Fixtures for the unit tests: a simulated fleet against a simulated rate-limited site, in virtual time.
+"""Fixtures shared by the unit tests: a real store, and a simulated fleet against a simulated rate-limited site.
 
+The simulation runs in virtual time.
 The site admits at most N sends per sliding window of S seconds (per account
 or for all together) and refuses the rest with "try again in k seconds",
 rounded up, as sites do.  Each worker sends whenever pacing lets it and gets
@@ -12,11 +13,22 @@ import collections
 import heapq
 import math
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from tabfleetd.limits import Limits
+from tabfleetd.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real LMDB store in a temporary directory, closed afterwards."""
+    s = Store(tmp_path / "store")
+    yield s
+    s.close()
 
 
 @dataclass

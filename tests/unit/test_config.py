@@ -234,3 +234,22 @@ def test_bytes_in_flight_must_hold_the_largest_frame(tmp_path: Path) -> None:
     """max_bytes_in_flight below max_frame_bytes could never admit a big request: refused, naming both keys."""
     with pytest.raises(ConfigError, match="'max_bytes_in_flight' must be at least 'max_frame_bytes'"):
         load(None, {"max_frame_bytes": 2 << 20, "max_bytes_in_flight": 1 << 20}, {}, tmp_path)
+
+
+def test_output_roots_default_and_checks(tmp_path: Path) -> None:
+    """Without the key the roots are home, /tmp and /var/tmp; a set value must be absolute paths, at least one."""
+    assert load(None, {}, {}, HOME).output_roots == (HOME, Path("/tmp"), Path("/var/tmp"))
+    cfg = load(_write(tmp_path, 'output_roots = ["/srv/tabfleet/", "/data/x/../out"]\n'), {}, {}, HOME)
+    assert cfg.output_roots == (Path("/srv/tabfleet"), Path("/data/out"))
+    for value, problem in [('["srv"]', "absolute paths, not srv"), ("[]", "one or more"), ('"/srv"', "a list")]:
+        with pytest.raises(ConfigError, match=f"key 'output_roots' must .*{problem}"):
+            load(_write(tmp_path, f"output_roots = {value}\n"), {}, {}, HOME)
+
+
+def test_task_caps_accept_zero_for_no_limit(tmp_path: Path) -> None:
+    """max_tasks_per_job and max_queued_tasks default to 1M and 2M; 0 turns them off; negatives are refused."""
+    assert (load(None, {}, {}, HOME).max_tasks_per_job, load(None, {}, {}, HOME).max_queued_tasks) == (1_000_000, 2_000_000)
+    cfg = load(_write(tmp_path, "max_tasks_per_job = 0\nmax_queued_tasks = 0\n"), {}, {}, HOME)
+    assert (cfg.max_tasks_per_job, cfg.max_queued_tasks) == (0, 0)
+    with pytest.raises(ConfigError, match="max_queued_tasks"):
+        load(_write(tmp_path, "max_queued_tasks = -1\n"), {}, {}, HOME)

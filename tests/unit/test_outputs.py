@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
 import pytest
 
-from tabfleetd import outputs
+from tabfleetd import outdir
 from tabfleetd.errors import OutDirError
 from tabfleetd.outputs import (
     MANIFEST,
@@ -20,7 +19,6 @@ from tabfleetd.outputs import (
     output_name,
     read_manifest,
     rewrite_manifest,
-    sha256_file,
     slugify,
     write_atomic,
 )
@@ -138,7 +136,7 @@ def test_output_name_rejects_index_zero() -> None:
         output_name(0, "x")
 
 
-# --- write_atomic and sha256_file ---------------------------------------------
+# --- write_atomic ------------------------------------------------------------
 
 
 def test_write_atomic_writes_and_replaces(tmp_path: Path) -> None:
@@ -159,27 +157,26 @@ def test_write_atomic_uses_unique_hidden_temp_in_same_dir(tmp_path: Path, monkey
     fsyncs: list[int] = []
     real_fsync = os.fsync
 
-    def spy_replace(src: str, dst: str) -> None:
+    def spy_replace(src: str, dst: str, **dir_fds: int) -> None:
         renames.append((str(src), str(dst)))
         # A crash at this moment would leave src behind; a restart must find it.
-        assert find_leftover_temps(tmp_path) == [Path(src)]
-        real_replace(src, dst)
+        assert find_leftover_temps(tmp_path) == [tmp_path / src]
+        real_replace(src, dst, **dir_fds)
 
     def spy_fsync(fd: int) -> None:
         fsyncs.append(fd)
         real_fsync(fd)
 
-    monkeypatch.setattr(outputs.os, "replace", spy_replace)
-    monkeypatch.setattr(outputs.os, "fsync", spy_fsync)
+    monkeypatch.setattr(outdir.os, "replace", spy_replace)
+    monkeypatch.setattr(outdir.os, "fsync", spy_fsync)
     target = tmp_path / "out.png"
     write_atomic(target, b"a")
     write_atomic(target, b"b")
     assert len(renames) == 2
     assert renames[0][0] != renames[1][0]
-    for src, dst in renames:
-        assert Path(src).parent == tmp_path
-        assert Path(src).name.startswith(".") and src.endswith(".tmp")
-        assert dst == str(target)
+    for src, dst in renames:  # names relative to the directory's fd
+        assert "/" not in src and src.startswith(".") and src.endswith(".tmp")
+        assert dst == target.name
     # The file and its directory, for each of the two calls.
     assert len(fsyncs) == 4
 
@@ -189,10 +186,10 @@ def test_write_atomic_failure_removes_temp_and_keeps_old(tmp_path: Path, monkeyp
     target = tmp_path / "keep.png"
     target.write_bytes(b"old")
 
-    def broken_replace(src: str, dst: str) -> None:
+    def broken_replace(src: str, dst: str, **dir_fds: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(outputs.os, "replace", broken_replace)
+    monkeypatch.setattr(outdir.os, "replace", broken_replace)
     with pytest.raises(OSError, match="No space left"):
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
@@ -212,20 +209,6 @@ def test_write_atomic_onto_directory_fails_cleanly(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_atomic(tmp_path / "sub", b"data")
     assert os.listdir(tmp_path) == ["sub"]
-
-
-def test_sha256_file(tmp_path: Path) -> None:
-    """sha256_file matches known digests, including for files larger than one read chunk."""
-    small = tmp_path / "abc"
-    small.write_bytes(b"abc")
-    assert sha256_file(small) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    empty = tmp_path / "empty"
-    empty.write_bytes(b"")
-    assert sha256_file(empty) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    data = os.urandom(3 * (1 << 20) + 7)
-    big = tmp_path / "big"
-    big.write_bytes(data)
-    assert sha256_file(big) == hashlib.sha256(data).hexdigest()
 
 
 # --- claim_out_dir ------------------------------------------------------------
@@ -260,7 +243,9 @@ def test_claim_refuses_another_jobs_dir(tmp_path: Path) -> None:
     claim_out_dir(tmp_path, "job-1")
     with pytest.raises(OutDirError) as info:
         claim_out_dir(tmp_path, "job-2")
-    assert str(info.value) == f"{tmp_path} already holds the output of job job-1; choose another --out"
+    assert str(info.value) == f"{tmp_path} already holds the output of another job (see its {MARKER}); choose another --out"
+    with pytest.raises(OutDirError, match="already holds the output of job job-1;"):
+        claim_out_dir(tmp_path, "job-2", known={"job-1"})
     assert (tmp_path / MARKER).read_text().strip() == "job-1"
 
 
@@ -281,14 +266,14 @@ def test_claim_reports_why_it_cannot_create(tmp_path: Path) -> None:
         claim_out_dir(out, "job-1")
     message = str(info.value)
     assert message.startswith(f"cannot use {out} as the output directory: ")
-    assert "Not a directory" in message
+    assert f"{tmp_path / 'file'} is not a directory" in message
 
 
 def test_claim_reports_uncreatable_dir(tmp_path: Path) -> None:
     """A directory that cannot be created (its parent is a file) is refused with the OS reason, even as root."""
     parent = tmp_path / "plain-file"
     parent.write_text("x")
-    with pytest.raises(OutDirError, match="Not a directory"):
+    with pytest.raises(OutDirError, match="plain-file is not a directory"):
         claim_out_dir(parent / "out", "job-1")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,6 @@ from tabfleetd.states import BUCKETS, JobState, TaskState
 from tabfleetd.store import Store, task_key
 
 NOW = 1_700_000_000.0
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "store")
-    yield s
-    s.close()
 
 
 def make_job(store: Store, prompts: list[str], max_attempts: int = 3, name: str = "") -> dict[str, Any]:
