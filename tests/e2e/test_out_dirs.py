@@ -76,9 +76,11 @@ def submit(daemon: Any, prompts: list[str], out: Path, name: str) -> subprocess.
     return daemon.ctl("submit", f"{name}.txt", "--out", str(out), "--knob", "latency=0.1", "--json")
 
 
-def get(path: str) -> tuple[int, bytes]:
+def get(daemon: Any, path: str) -> tuple[int, bytes]:
+    """GET from the dashboard with the daemon's access token (the attack here is the files, not the door)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", headers=daemon.web_headers)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}{path}", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -137,13 +139,13 @@ def test_image_names_linked_to_a_cookie_file_are_not_adopted_nor_served(module_d
     assert "is a symlink" in tasks[1]["error"] and "is not a regular file" in tasks[2]["error"]
     assert all("eyes only" not in (t["error"] or "") for t in tasks.values())
     assert untouched(area, before)
-    assert get(f"/img/{job}/1")[0] == 404
-    code, body = get(f"/img/{job}/3")
+    assert get(module_daemon, f"/img/{job}/1")[0] == 404
+    code, body = get(module_daemon, f"/img/{job}/3")
     assert code == 200 and body.startswith(b"\x89PNG")  # the real image is served
     # Later the client swaps the finished image for a link to the cookie file: the dashboard must not follow it.
     as_client("rm", str(out / names[2]))
     as_client("ln", "-s", str(area["secret"]), str(out / names[2]))
-    code, body = get(f"/img/{job}/3")
+    code, body = get(module_daemon, f"/img/{job}/3")
     assert code == 404 and b"eyes only" not in body
     assert untouched(area, before)
 
