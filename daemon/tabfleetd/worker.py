@@ -37,7 +37,8 @@ from .channel import Channel
 from .config import Config
 from .devtools import connect_browser
 from .display import VirtualDisplay
-from .errors import BrowserError, OutDirError, SiteError
+from .errors import BrowserError, OutDirError, ProfileError, SiteError
+from .outdir import is_image
 from .outputs import read_image, write_atomic
 from .sites import adapter_for
 from .sites.base import CRASH, PERMANENT, SITE, TIMEOUT, WORKER, SiteAdapter
@@ -45,7 +46,6 @@ from .sites.base import CRASH, PERMANENT, SITE, TIMEOUT, WORKER, SiteAdapter
 log = logging.getLogger("tabfleetd.worker")
 
 PR_SET_PDEATHSIG = 1
-IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF", b"GIF8")
 
 CACHE_LIMIT_MB = 64  # a worker's HTTP disk cache is cleared once it grows past this, and at every rotation
 
@@ -266,7 +266,9 @@ class Worker:
                 await self.recycle_quietly()
             return reply | {"ok": False, "error": str(exc), "kind": exc.kind, "wait_s": exc.wait_s, "blame": exc.blame,
                             "frozen_cpu_s": frozen_cpu, "finished": time.time()} | self.send_times()
-        except OutDirError as exc:  # the output directory's fault (ForeignFile), not the browser's: the task fails, nothing else
+        except (OutDirError, ProfileError) as exc:
+            # The output directory's fault (ForeignFile), or a profile queued before a rule it now breaks: not the
+            # browser's, so the task fails and nothing else happens.
             return reply | {"ok": False, "error": str(exc), "kind": PERMANENT, "wait_s": None, "finished": time.time()}
         except OSError as exc:
             if data and exc.errno in DISK_ERRNOS:
@@ -328,7 +330,7 @@ class Worker:
                 adapter.opened_url = None
         self.adapter = adapter
         data = await self.guarded(self._generate(msg, deadline), deadline - time.monotonic() + 2, msg["deadline_s"])
-        if not data.startswith(IMAGE_MAGIC):
+        if not is_image(data):
             raise SiteError(f"the site returned {len(data)} bytes that are not an image", "transient")
         return data
 

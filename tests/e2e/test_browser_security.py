@@ -298,3 +298,33 @@ def test_cleaning_up_one_profile_spares_every_other(tmp_path: Path) -> None:
         for proc in procs.values():
             proc.kill()
             proc.wait()
+
+
+def test_a_job_queued_before_the_allow_list_fails_without_running_its_switch(make_daemon: Any, tmp_path: Path) -> None:
+    """A stored job whose profile has a switch the allow-list now refuses fails at once, as permanent, and the
+    worker (never recycled for it) goes on with the next job."""
+    daemon = make_daemon(workers=1, start=False)
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f"#!/bin/sh\ntouch {marker}\nexec \"$@\"\n")
+    evil.chmod(0o755)
+    stored = profiles.builtin("demo")
+    stored["browser"]["args"] = [f"--renderer-cmd-prefix={evil}"]  # as an older tabfleet would have stored it
+    out = daemon.work / "old-out"
+    out.mkdir()
+    from tabfleetd.store import Store
+
+    store = Store(daemon.state / "store")
+    try:
+        store.create_job(job_id="0ld0ld00", name="old", site="demo", knobs={}, out=str(out), prompts=["queued long ago"],
+                         max_workers=0, max_attempts=3, source="old.txt", profile=stored)
+    finally:
+        store.close()
+    daemon.start()
+    status = daemon.wait_job("0ld0ld00", timeout=60)
+    task = daemon.call("tasks", {"job": "0ld0ld00"})["tasks"][0]
+    assert (status["state"], task["attempts"], task["error_kind"]) == ("failed", 1, "permanent"), task
+    assert "browser.args" in task["error"] and not marker.exists()
+    worker = daemon.call("workers")["workers"][0]
+    assert worker["restarts"] == 0 and worker["rotations"] == 0
+    assert daemon.wait_job(daemon.submit(["a new job after it"]), timeout=60)["done"] == 1
