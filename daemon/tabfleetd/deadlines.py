@@ -6,6 +6,10 @@ costs a worker 28 s each time.  The answer deadline is therefore a high
 percentile of the answers seen so far times a margin, never below a floor,
 and never above the profile's `answer_s` or the daemon's task deadline.  Until
 enough answers are seen, the cap applies.
+
+A site that turns slower than the deadline would otherwise never show it: its
+answers all time out and none is timed.  So each answer timeout in a row
+doubles the deadline (up to the cap) until an answer comes again.
 """
 
 from __future__ import annotations
@@ -26,10 +30,16 @@ class AnswerClock:
     """The answer times of one site and the deadline they give."""
 
     samples: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=SAMPLES_KEPT))
+    timeouts: int = 0  # answer timeouts since the last answer
 
     def record(self, seconds: float) -> None:
         if seconds > 0:
             self.samples.append(float(seconds))
+            self.timeouts = 0
+
+    def timed_out(self) -> None:
+        """No answer within the deadline: the next wait is twice as long, in case the site became slower."""
+        self.timeouts = min(self.timeouts + 1, 16)
 
     def percentile(self) -> float | None:
         if len(self.samples) < MIN_SAMPLES:
@@ -42,12 +52,12 @@ class AnswerClock:
         high = self.percentile()
         if high is None:
             return cap_s
-        return min(cap_s, max(FLOOR_S, high * MARGIN))
+        return min(cap_s, max(FLOOR_S, high * MARGIN) * 2 ** self.timeouts)
 
     def view(self, cap_s: float) -> dict[str, Any]:
         high = self.percentile()
         return {"answer_deadline_s": round(self.deadline(cap_s), 1), "answer_p95_s": None if high is None else round(high, 2),
-                "answers_seen": len(self.samples), "answer_cap_s": cap_s}
+                "answers_seen": len(self.samples), "answer_cap_s": cap_s, "answer_timeouts": self.timeouts}
 
     def state(self) -> list[float]:
         return [round(s, 3) for s in self.samples]

@@ -214,6 +214,11 @@ class Limits:
             limiter.learned = ACCOUNT
         self.changed = True
 
+    def on_answer_timeout(self, site: str) -> None:
+        """The site let an answer time out (a lost request, or a site slower than it was)."""
+        self.site(site).answer_clock.timed_out()
+        self.changed = True
+
     def on_rate_limit(self, site: str, account: str, key: str, sent_at: float | None, wait_s: float | None,
                       message: str, now: float) -> bool:
         """A refusal: the account cools for its wait.  True when it was a new congestion signal."""

@@ -341,6 +341,8 @@ class Scheduler:
         elif kind != UNREACHABLE:
             self.limits.on_answer(site, handle.account, key, msg.get("sent_at"),
                                   msg.get("answer_s") if msg.get("ok") or kind == DISK else None, now, bool(msg.get("ok")))
+            if kind == TIMEOUT and msg.get("blame") == "site" and msg.get("frozen_cpu_s") is None:
+                self.limits.on_answer_timeout(site)
 
     def decide(self, task: dict[str, Any], job: dict[str, Any], site: str, msg: dict[str, Any], now: float) -> Decision:
         kind = str(msg.get("kind"))

@@ -55,3 +55,19 @@ def test_restore_keeps_the_samples() -> None:
         clock.record(1.0 + i)
     again = AnswerClock.restore(clock.state())
     assert again.deadline(300.0) == clock.deadline(300.0)
+
+
+def test_a_site_turned_slow_is_not_starved_by_its_own_deadline() -> None:
+    """Each answer timeout in a row doubles the wait (up to the cap); the next answer brings it back."""
+    clock = AnswerClock()
+    for _ in range(20):
+        clock.record(0.3)
+    assert clock.deadline(300.0) == FLOOR_S
+    clock.timed_out()
+    clock.timed_out()
+    assert clock.deadline(300.0) == 4 * FLOOR_S
+    for _ in range(10):
+        clock.timed_out()
+    assert clock.deadline(300.0) == 300.0
+    clock.record(30.0)
+    assert clock.deadline(300.0) == FLOOR_S  # one slow answer is not yet the 95th percentile
