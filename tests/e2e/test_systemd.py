@@ -117,6 +117,18 @@ def wait_for(what: str, check: object, timeout: float = 30, every: float = 0.1) 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def hidden_from_the_service() -> list[str]:
+    """Drop-in lines that show the service this checkout and venv where the unit's PrivateTmp would hide them.
+
+    A real deployment installs into /opt/tabfleet; a test run may live anywhere, /tmp included, and the
+    unit's PrivateTmp=yes gives the service an empty /tmp of its own. Binding the checkout and the venv
+    read-only into it keeps every hardening option as shipped.
+    """
+    needed = {Path(sys.prefix), REPO, Path(os.path.realpath(sys.executable)).parent}
+    return [f"BindReadOnlyPaths={path}" for path in sorted(needed)
+            if any(path.is_relative_to(hidden) for hidden in (Path("/tmp"), Path("/var/tmp")))]
+
+
 def install(box: Sandbox) -> None:
     """Install the shipped unit, user and config the way the README says, adapted to this machine."""
     box.put("/etc/sysusers.d/tabfleet.conf", SYSUSERS.read_text())
@@ -124,7 +136,7 @@ def install(box: Sandbox) -> None:
     box.put("/etc/systemd/system/tabfleetd.service", UNIT.read_text())
     exec_lines = [line for line in unit_for_this_machine().splitlines() if line.startswith(("ExecStart=", "ExecStop="))]
     box.put("/etc/systemd/system/tabfleetd.service.d/test.conf", "\n".join([
-        "[Service]", "ExecStart=", "ExecStop=", *exec_lines,
+        "[Service]", "ExecStart=", "ExecStop=", *exec_lines, *hidden_from_the_service(),
         # Shorter timers, so the test is quick; everything else is as shipped.
         "WatchdogSec=2", "RestartSec=1", "TimeoutAbortSec=2", ""]))
     config = re.sub(r"(?m)^workers = .*$", "workers = 1", SERVICE_CONFIG.read_text())
