@@ -86,8 +86,9 @@ class Store:
         return self._read(self._new_job_id)
 
     def create_job(self, *, job_id: str, name: str, site: str, knobs: dict[str, str], out: str, prompts: list[str],
-                   max_workers: int, max_attempts: int, source: str, profile: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Queue a new job and all its tasks in one transaction."""
+                   max_workers: int, max_attempts: int, source: str, profile: dict[str, Any] | None = None,
+                   names: int = 1) -> dict[str, Any]:
+        """Queue a new job and all its tasks in one transaction; `names` is the output name version (outputs.py)."""
         now = time.time()
 
         def txn_fn(txn: lmdb.Transaction) -> dict[str, Any]:
@@ -99,7 +100,7 @@ class Store:
                 "id": job_id, "seq": seq, "name": name or job_id, "site": site, "profile": profile, "knobs": knobs,
                 "out": out, "source": source, "state": JobState.ACTIVE.value, "total": len(prompts),
                 "counts": dict.fromkeys(BUCKETS, 0) | {"pending": len(prompts)},
-                "max_workers": max_workers, "created": now, "finished": None,
+                "max_workers": max_workers, "created": now, "finished": None, "names": names,
             }
             for index, prompt in enumerate(prompts, start=1):
                 key = task_key(job_id, index)

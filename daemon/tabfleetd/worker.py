@@ -38,6 +38,7 @@ from .channel import Channel
 from .config import Config
 from .display import VirtualDisplay
 from .errors import BrowserError, SiteError
+from .journal import log_to_stderr
 from .outputs import write_atomic
 from .sites import adapter_for
 from .sites.base import CRASH, SITE, TIMEOUT, WORKER, SiteAdapter
@@ -67,8 +68,7 @@ def die_with_parent() -> None:
 def main(wid: int, conn: Connection, config: Config, chromium: str) -> None:
     """Process entry point."""
     die_with_parent()
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s worker-{wid} %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(config.log_level, config.log_format == "journal", f"worker-{wid}")
     for noisy in ("pyppeteer", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.exit(asyncio.run(Worker(wid, conn, config, chromium).run()))
