@@ -2,8 +2,8 @@
 
 A table that does not fit gives up what matters least first: its flexible
 columns (names, prompts, paths) are cut with an ellipsis, the progress bar
-narrows, then columns the bar already shows (running, pending) go.  Numbers
-are never cut.  rich is imported here on first use, so `import
+narrows, columns stand one space apart instead of two, then columns the bar
+already shows (running, pending) go.  Numbers are never cut.  rich is imported here on first use, so `import
 tabfleetctl.cli` stays light.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FINISHED = ("done", "failed", "cancelled")
-GAP = 2  # spaces between two columns
+GAPS = (2, 1)  # spaces between two columns: two when there is room
 # Bar segments in drawing order: (count field, character, rich style).
 SEGMENTS = (("done", "█", "green"), ("failed", "█", "red"), ("cancelled", "█", "magenta"),
             ("running", "█", "yellow"), ("pending", "░", "grey50"))
@@ -45,24 +45,27 @@ class Column:
 
 
 def fit(title: str | None, columns: Sequence[Column], width: int) -> Any:
-    """A rich Table of `columns` no wider than `width`: droppable columns go first, then flexible ones shrink."""
+    """A rich Table of `columns` no wider than `width`: a narrower gap first, then droppable columns go, then flexible ones shrink."""
     from rich import box
     from rich.table import Table
 
     shown = list(columns)
-    while _least(shown) > width and any(c.drop for c in shown):
+    gap = next((g for g in GAPS if _least(shown, g) <= width), GAPS[-1])
+    while _least(shown, gap) > width and any(c.drop for c in shown):
         worst = max(c.drop for c in shown)
         shown = [c for c in shown if c.drop != worst]
-    spare = width - sum(c.natural for c in shown) - GAP * (len(shown) - 1)
+    spare = width - sum(c.natural for c in shown) - gap * (len(shown) - 1)
     widths = {id(c): c.natural for c in shown}
-    for c in sorted((c for c in shown if c.flex), key=lambda c: -c.natural):
+    # What would be dropped first is cut first (the output path before the job's name), the widest first among equals.
+    for c in sorted((c for c in shown if c.flex), key=lambda c: (-c.drop, -c.natural)):
         if spare >= 0:
             break
         cut = min(c.natural - c.least, -spare)
         widths[id(c)] -= cut
         spare += cut
+    # SIMPLE_HEAD's column divider is one space; padding on the right of each column makes up the rest of the gap.
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
-                  padding=(0, GAP // 2), show_edge=False, collapse_padding=True, expand=False)
+                  padding=(0, gap - 1, 0, 0), show_edge=False, expand=False)
     for c in shown:
         table.add_column(c.header, justify=c.justify, no_wrap=True, overflow="ellipsis", width=widths[id(c)],  # type: ignore[arg-type]
                          style=c.style)
@@ -71,8 +74,8 @@ def fit(title: str | None, columns: Sequence[Column], width: int) -> Any:
     return table
 
 
-def _least(columns: Sequence[Column]) -> int:
-    return sum(c.least for c in columns) + GAP * (len(columns) - 1)
+def _least(columns: Sequence[Column], gap: int = GAPS[0]) -> int:
+    return sum(c.least for c in columns) + gap * (len(columns) - 1)
 
 
 def _cell_len(cell: Any) -> int:
