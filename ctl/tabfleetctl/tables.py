@@ -16,6 +16,7 @@ from typing import Any
 
 FINISHED = ("done", "failed", "cancelled")
 GAPS = (2, 1)  # spaces between two columns: two when there is room
+CHEAP = 3  # columns dropped at this level or above go before flexible columns are cut below their preferred width
 # Bar segments in drawing order: (count field, character, rich style).
 SEGMENTS = (("done", "█", "green"), ("failed", "█", "red"), ("cancelled", "█", "magenta"),
             ("running", "█", "yellow"), ("pending", "░", "grey50"))
@@ -32,7 +33,8 @@ class Column:
     cells: list[Any]  # str or rich Text
     justify: str = "left"
     flex: int = 0  # >0: cut with an ellipsis down to this width when room is short
-    drop: int = 0  # >0: left out when room is short, highest first
+    floor: int = 0  # with flex: how far it may be cut when nothing else can give way (default: its header)
+    drop: int = 0  # >0: left out when room is short, highest first; from CHEAP up before any name is cut short
     style: str = ""
     natural: int = field(init=False, default=0)
 
@@ -43,6 +45,10 @@ class Column:
     def least(self) -> int:
         return min(self.natural, max(self.flex, len(self.header))) if self.flex else self.natural
 
+    @property
+    def narrowest(self) -> int:
+        return min(self.natural, max(self.floor, len(self.header))) if self.flex else self.natural
+
 
 def fit(title: str | None, columns: Sequence[Column], width: int) -> Any:
     """A rich Table of `columns` no wider than `width`: a narrower gap first, then droppable columns go, then flexible ones shrink."""
@@ -51,18 +57,21 @@ def fit(title: str | None, columns: Sequence[Column], width: int) -> Any:
 
     shown = list(columns)
     gap = next((g for g in GAPS if _least(shown, g) <= width), GAPS[-1])
-    while _least(shown, gap) > width and any(c.drop for c in shown):
-        worst = max(c.drop for c in shown)
-        shown = [c for c in shown if c.drop != worst]
+    for fits, level in ((_least, CHEAP), (_narrowest, 1)):
+        while fits(shown, gap) > width and any(c.drop >= level for c in shown):
+            worst = max(c.drop for c in shown)
+            shown = [c for c in shown if c.drop != worst]
     spare = width - sum(c.natural for c in shown) - gap * (len(shown) - 1)
     widths = {id(c): c.natural for c in shown}
-    # What would be dropped first is cut first (the output path before the job's name), the widest first among equals.
-    for c in sorted((c for c in shown if c.flex), key=lambda c: (-c.drop, -c.natural)):
-        if spare >= 0:
-            break
-        cut = min(c.natural - c.least, -spare)
-        widths[id(c)] -= cut
-        spare += cut
+    # What would be dropped first is cut first (the output path before the job's name), the widest first among
+    # equals; each down to its preferred least width, then, if that is not enough, to its narrowest.
+    for limit in ("least", "narrowest"):
+        for c in sorted((c for c in shown if c.flex), key=lambda c: (-c.drop, -c.natural)):
+            if spare >= 0:
+                break
+            cut = min(widths[id(c)] - getattr(c, limit), -spare)
+            widths[id(c)] -= cut
+            spare += cut
     # SIMPLE_HEAD's column divider is one space; padding on the right of each column makes up the rest of the gap.
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
                   padding=(0, gap - 1, 0, 0), show_edge=False, expand=False)
@@ -76,6 +85,10 @@ def fit(title: str | None, columns: Sequence[Column], width: int) -> Any:
 
 def _least(columns: Sequence[Column], gap: int = GAPS[0]) -> int:
     return sum(c.least for c in columns) + gap * (len(columns) - 1)
+
+
+def _narrowest(columns: Sequence[Column], gap: int = GAPS[0]) -> int:
+    return sum(c.narrowest for c in columns) + gap * (len(columns) - 1)
 
 
 def _cell_len(cell: Any) -> int:
@@ -170,11 +183,11 @@ def jobs_table(jobs: list[dict[str, Any]], width: int, *, title: str | None = "j
     if not jobs:
         return Text("no jobs", style="dim")
     cancelled = any(j.get("cancelled") for j in jobs)
-    for bar_width in (30, 20, 12):  # a narrower bar before any column goes
+    for bar_width in (30, 20, 12, 8):  # a narrower bar before any column goes
         # Text, not markup strings, for anything a user wrote: a name like "[red]x" must print as itself.
         columns = [
             # The id first: it is what commands take, so a short terminal cuts the name instead.
-            Column("job", [Text.assemble((j["id"], "dim"), " ", j["name"]) for j in jobs], flex=16),
+            Column("job", [Text.assemble((j["id"], "dim"), " ", j["name"]) for j in jobs], flex=16, floor=8),
             Column("state", [state_text(j["state"]) for j in jobs]),
             Column("progress", [bar(j, bar_width) for j in jobs]),
             Column("done", [f"{j['done']}/{j['total']}" for j in jobs], "right"),
