@@ -44,17 +44,18 @@ class Ctx:
         self.json = False  # --json: errors go to stderr as JSON too
 
     @contextmanager
-    def client(self) -> Iterator[Client]:
+    def client(self, timeout: float | None = None) -> Iterator[Client]:
+        with self.reporting(), Client(self.socket, timeout or self.timeout) as client:
+            yield client
+
+    @contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Turn the client's errors into a message (JSON with --json) and tabfleetctl's exit code."""
         try:
-            with Client(self.socket, self.timeout) as client:
-                yield client
-        except DaemonNotRunning as exc:
-            looked = ""
-            if len(self.places) > 1 and not os.path.lexists(self.socket):
-                looked = f" (looked for its socket at {', '.join(map(str, self.places))})"
-            self.fail(EXIT_NOT_RUNNING, f"{exc}{looked}. Start it with `tabfleetd` (or `systemctl start tabfleetd`).")
-        except DaemonError as exc:
-            self.fail(EXIT_DAEMON_ERROR, str(exc), code=exc.code)
+            yield
+        except (DaemonNotRunning, DaemonError) as exc:
+            code, message = explain(exc, self)
+            self.fail(code, message, code=getattr(exc, "code", None))
 
     def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
         with self.client() as client:
@@ -66,6 +67,17 @@ class Ctx:
 
     def echo_json(self, value: Any, **kwargs: Any) -> None:
         click.echo(json.dumps(value, ensure_ascii=False, **kwargs))
+
+
+def explain(exc: Exception, ctx: Ctx) -> tuple[int, str]:
+    """The exit code and message for a client error (the daemon's own code, if any, is reported beside it)."""
+    if isinstance(exc, DaemonNotRunning):
+        looked = ""
+        if len(ctx.places) > 1 and not os.path.lexists(ctx.socket):
+            looked = f" (looked for its socket at {', '.join(map(str, ctx.places))})"
+        return EXIT_NOT_RUNNING, f"{exc}{looked}. Start it with `tabfleetd` (or `systemctl start tabfleetd`)."
+    assert isinstance(exc, DaemonError)
+    return EXIT_DAEMON_ERROR, str(exc)
 
 
 def report(exit_code: int, message: str, as_json: bool, code: int | None = None, **extra: Any) -> None:
@@ -407,16 +419,18 @@ def demo(click_ctx: click.Context, workers: int, count: int, latency: float, out
     """
     ctx = click_ctx.find_object(Ctx)
     started = None
-    try:
-        with Client(ctx.socket, ctx.timeout) as client:
-            fleet = client.call("workers")["workers"]
+    with ctx.reporting():
+        try:
+            with Client(ctx.socket, ctx.timeout) as client:
+                fleet = client.call("workers")["workers"]
+        except DaemonNotRunning:
+            started = start_daemon(ctx, workers)
+    if started is None:
         for name, why in (("workers", f"tabfleetd is already running with {len(fleet)} workers; --workers applies only "
                                       "to a daemon the demo starts (resize this one with `tabfleetctl workers set N`)"),
                           ("keep_daemon", "tabfleetd was already running; the demo leaves it running anyway")):
             if click_ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
                 click.echo(f"note: {why}", err=True)
-    except DaemonNotRunning:
-        started = start_daemon(ctx, workers)
     try:
         with ctx.client() as client:
             result = client.call("submit", {

@@ -19,7 +19,7 @@ import click
 from . import __version__, config as config_module, detach as detach_module, protocol
 from .app import Daemon, StateLock
 from .browser import find_chromium
-from .errors import AlreadyRunning, BrowserError, ConfigError
+from .errors import AlreadyRunning, BrowserError, ConfigError, StoreFormatError
 from .journal import log_to_stderr, stderr_is_journal
 from .notify import ENV_NAMES, Notifier, ServiceEnv, ServiceLink
 
@@ -118,7 +118,7 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
     except AlreadyRunning as exc:
         _report(str(exc), detach)
         code = EXIT_ALREADY_RUNNING
-    except ConfigError as exc:
+    except (ConfigError, StoreFormatError) as exc:
         _report(str(exc), detach)
         code = EXIT_CONFIG
     except Exception:

@@ -15,7 +15,8 @@
     │   ├── OutDirError           1402
     │   └── ProfileError          1403  a site profile that cannot be used
     ├── StateError                1500
-    │   └── IllegalTransition     1501
+    │   ├── IllegalTransition     1501
+    │   └── StoreFormatError      1502  a store written by a newer tabfleetd
     ├── ConfigError               1600
     ├── BrowserError              1700
     │   ├── ChromiumNotFound      1701
@@ -108,6 +109,12 @@ class StateError(TabfleetError):
 
 class IllegalTransition(StateError):
     code = 1501
+
+
+class StoreFormatError(StateError):
+    """The store's format is newer than this tabfleetd reads: it may hold what this one would misread."""
+
+    code = 1502
 
 
 class ConfigError(TabfleetError):

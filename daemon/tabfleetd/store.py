@@ -9,6 +9,11 @@ Named databases:
 
 Every state change is one synced write transaction, checked against states.py.
 All methods are synchronous; the daemon calls them on one dedicated thread.
+
+meta's "format" is the store's format (FORMAT).  A change that only adds
+fields keeps it (a newer tabfleetd reads them with defaults, an older one
+ignores them); one an older tabfleetd would misread raises it, and then an
+older tabfleetd refuses the store instead of damaging it.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ from typing import Any, TypeVar
 import lmdb
 import msgpack
 
-from .errors import IllegalTransition, UnknownJob
+from .errors import IllegalTransition, StoreFormatError, UnknownJob
 from .states import BUCKETS, TASK_BUCKET, JobState, TaskState, check_job, check_task
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
+FORMAT = 1
 _SEQ_IDX = struct.Struct(">QI")
 _READY_SEQ_IDX = struct.Struct(">QQI")
 
@@ -59,6 +65,24 @@ class Store:
         self.tasks = self.env.open_db(b"tasks")
         self.fresh = self.env.open_db(b"fresh")
         self.retry = self.env.open_db(b"retry")
+        self.format = self._check_format()
+
+    def _check_format(self) -> int:
+        """Stamp a store that has no format yet (new, or made before formats were kept) with FORMAT; refuse a newer one."""
+        def txn_fn(txn: lmdb.Transaction) -> int:
+            raw = txn.get(b"format", db=self.meta)
+            if raw is None:
+                txn.put(b"format", _pack(FORMAT), db=self.meta)
+                return FORMAT
+            return int(_unpack(raw))
+
+        found = self._write(txn_fn)
+        if found > FORMAT:
+            self.env.close()
+            raise StoreFormatError(f"the store in {self.path} has format {found}, written by a newer tabfleetd; this one "
+                                   f"reads format {FORMAT} at most. Install that newer version again, or start from a "
+                                   "backup made before the upgrade (README: Upgrades)")
+        return found
 
     def close(self) -> None:
         self.env.close()
