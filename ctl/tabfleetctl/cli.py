@@ -33,8 +33,6 @@ ERROR_KINDS = {EXIT_TASKS_FAILED: "failed", EXIT_USAGE: "usage", EXIT_NOT_RUNNIN
                EXIT_DAEMON_ERROR: "refused", EXIT_FILE: "file", EXIT_INTERRUPTED: "interrupted"}
 MAX_DEMO_PROMPTS = 10_000
 
-TERMINAL = ("done", "failed", "cancelled")
-
 
 class Ctx:
     def __init__(self, socket: str | None, timeout: float) -> None:
@@ -472,7 +470,7 @@ def cancel_demo(ctx: Ctx, job_id: str) -> None:
 def start_daemon(ctx: Ctx, workers: int) -> subprocess.Popen[bytes]:
     """Start tabfleetd in the background for the demo and wait until it answers."""
     log_path = Path(tempfile.gettempdir()) / f"tabfleetd-demo-{os.getuid()}.log"
-    click.echo(f"starting tabfleetd with {workers} workers (log: {log_path})")
+    click.echo(f"starting tabfleetd with {workers} workers (log: {log_path})", err=ctx.json)
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "tabfleetd", "--socket", str(ctx.socket), "--workers", str(workers)],
                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
