@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -217,11 +218,19 @@ def fmt_seconds(seconds: float) -> str:
     return fmt(seconds)
 
 
-def output_console() -> Any:
-    """A rich console for stdout: the terminal's width there, and tables at their whole width in a pipe."""
+def show(make: Callable[[int], Any]) -> None:
+    """Print what `make(width)` draws: at the terminal's width, or at its whole width (lines trimmed) in a pipe."""
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 10_000, soft_wrap=not sys.stdout.isatty())
+    if sys.stdout.isatty():
+        console = Console()
+        console.print(make(console.width))
+        return
+    console = Console(width=10_000, file=io.StringIO(), color_system=None)
+    with console.capture() as drawn:
+        console.print(make(console.width))
+    for line in drawn.get().splitlines():
+        click.echo(line.rstrip())
 
 
 @main.command()
@@ -237,13 +246,12 @@ def status(ctx: Ctx, job: str | None, show_all: bool, as_json: bool) -> None:
     if as_json:
         ctx.echo_json(result, indent=2)
         return
-    out = output_console()
-    out.print(jobs_table(result["jobs"], out.width, title=None, out=True))
+    show(lambda width: jobs_table(result["jobs"], width, title=None, out=True))
     hidden = result.get("hidden")
     if hidden:
         click.echo(f"({hidden} older finished job{'s' if hidden != 1 else ''} not shown: `tabfleetctl status --all`)")
     click.echo("")
-    out.print(workers_table(result["workers"], out.width, title=None, errors=True))
+    show(lambda width: workers_table(result["workers"], width, title=None, errors=True))
     mem = result["memory"]
     click.echo(f"\nmemory: {mem['used_mb'] / 1024:.1f} of {mem['total_mb'] / 1024:.1f} GiB used ({mem['percent']:.0f} %); "
                f"daemon {mem['daemon_rss_mb']:.0f} MB; fleet {mem.get('target_workers', '?')} of "
@@ -262,9 +270,8 @@ def table(headers: list[str], rows: list[list[Any]], flex: dict[str, int] | None
 
     from .tables import Column, fit
 
-    out = output_console()
     columns = [Column(h, [Text(str(r[i])) for r in rows], flex=(flex or {}).get(h, 0)) for i, h in enumerate(headers)]
-    out.print(fit(None, columns, out.width))
+    show(lambda width: fit(None, columns, width))
 
 
 def job_command(op: str, verb: str, doc: str) -> None:
@@ -318,8 +325,7 @@ def workers(click_ctx: click.Context, as_json: bool) -> None:
     if as_json:
         ctx.echo_json(result, indent=2)
         return
-    out = output_console()
-    out.print(workers_table(result["workers"], out.width, title=None, errors=True))
+    show(lambda width: workers_table(result["workers"], width, title=None, errors=True))
 
 
 @workers.command("set")

@@ -17,9 +17,9 @@ from .errors import BadArgs, ProfileError, RequestError, UnknownOp, VersionMisma
 from .export import pages as export_pages
 from .fleet import BLOCKED, BUSY, IDLE
 from .prompts import parse_prompts
+from .rate import eta_seconds
 from .server import Peer, Stream
 from .states import BUCKETS, FINISHED_JOB_STATES, JOB_TRANSITIONS, JobState
-from .rate import eta_seconds
 from .subscription import Subscription, trim_finished
 
 if TYPE_CHECKING:
