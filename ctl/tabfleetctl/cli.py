@@ -660,16 +660,28 @@ def sites(click_ctx: click.Context, as_json: bool) -> None:
 @json_option("Print {\"file\", \"ok\", \"name\", \"problems\"}.")
 @pass_ctx
 def sites_check(ctx: Ctx, file: Path, as_json: bool) -> None:
-    """Check a site profile file; every problem names its key (exit 1 when there are any). Needs no daemon."""
+    """Check a site profile file; every problem names its key (exit 1 when there are any).
+
+    tabfleetctl runs the daemon's own (pure) checker, so no daemon is needed; when one answers, it checks the
+    file too (it may be another version, and what it allows may depend on its config) and its problems are added.
+    """
     from tabfleetd import profiles
 
     data = read_file(ctx, file)
     problems = profile_problems(file, data)
+    try:
+        with Client(ctx.socket, ctx.timeout) as client:
+            answer = client.call("sites_check", {"text": data, "filename": file.name})
+        problems += [p for p in answer["problems"] if p not in problems]
+        checked_by = "tabfleetctl and tabfleetd"
+    except (DaemonNotRunning, DaemonError):
+        checked_by = "tabfleetctl (no daemon answered)"
     name = None if problems else profiles.resolve(file.stem, data.decode("utf-8-sig"), file.name)["name"]
     if as_json:
-        ctx.echo_json({"file": str(file), "ok": not problems, "name": name, "problems": problems})
+        ctx.echo_json({"file": str(file), "ok": not problems, "name": name, "problems": problems,
+                       "checked_by": checked_by})
     elif not problems:
-        click.echo(f"{file}: ok (site '{name}')")
+        click.echo(f"{file}: ok (site '{name}'; checked by {checked_by})")
     for problem in [] if as_json else problems:
         click.echo(f"{file}: {problem}", err=True)
     if problems:

@@ -51,7 +51,7 @@ def test_sites_list_show_check_and_login_without_a_display(make_daemon: Any, mon
     shown = daemon.ctl("sites", "show", "chatgpt", check=True).stdout
     assert shown == profiles.builtin_text("chatgpt")
     (daemon.work / "mine.toml").write_text(shown.replace('name = "chatgpt"', 'name = "mine"'))
-    assert "mine.toml: ok (site 'mine')" in daemon.ctl("sites", "check", "mine.toml", check=True).stdout
+    assert "mine.toml: ok (site 'mine'; checked by tabfleetctl and tabfleetd)" in daemon.ctl("sites", "check", "mine.toml", check=True).stdout
     (daemon.work / "bad.toml").write_text(shown.replace("count = 1", "count = 0").replace("selector = 'img", "selecter = 'img"))
     bad = daemon.ctl("sites", "check", "bad.toml")
     assert bad.returncode == 1
@@ -69,7 +69,7 @@ def test_sites_list_show_check_and_login_without_a_display(make_daemon: Any, mon
     assert login.returncode == 4 and "without DISPLAY" in login.stderr and "Xvfb will not do" in login.stderr
     daemon.stop()
     alone = daemon.ctl("sites", "check", "mine.toml")  # the checker is pure: tabfleetctl runs it without a daemon
-    assert alone.returncode == 0 and "mine.toml: ok (site 'mine')" in alone.stdout, alone.stderr
+    assert alone.returncode == 0 and "mine.toml: ok (site 'mine'; checked by tabfleetctl (no daemon answered))" in alone.stdout
     assert daemon.ctl("sites", "check", "bad.toml").returncode == 1
 
 
