@@ -4,7 +4,6 @@ submit --wait and demo drawing watch's view, and Ctrl-C (exit 130) that says wha
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -28,7 +27,7 @@ JOB_LINE = re.compile(r"^job (\w+) \((.*)\) (\w+): (\d+)/(\d+) done, (\d+) faile
 class Tmux:
     """One command in a detached tmux window of a fixed size, on a private tmux server."""
 
-    def __init__(self, server: str, argv: list[str], cwd: Path, columns: int, rows: int = 40,
+    def __init__(self, server: Path, argv: list[str], cwd: Path, columns: int, rows: int = 40,
                  env: dict[str, str] | None = None) -> None:
         self.server = server
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
@@ -39,7 +38,7 @@ class Tmux:
         self.tmux("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", str(columns), "-y", str(rows), command)
 
     def tmux(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.server, *args], capture_output=True, text=True, check=True,
+        return subprocess.run(["tmux", "-S", str(self.server), *args], capture_output=True, text=True, check=True,
                               timeout=30).stdout
 
     def screen(self) -> str:
@@ -62,15 +61,15 @@ class Tmux:
 
 
 @pytest.fixture
-def terminal(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """Open commands in tmux windows; the private tmux server goes with the test."""
-    server = f"tf-test-{os.getpid()}-{abs(hash(request.node.nodeid))}"
+def terminal(short_tmp: Path) -> Iterator[Any]:
+    """Open commands in tmux windows of a private tmux server, whose socket and processes go with the test."""
+    server = short_tmp / "tmux.sock"
 
     def open_window(argv: list[str], cwd: Path, columns: int, rows: int = 40, env: dict[str, str] | None = None) -> Tmux:
         return Tmux(server, argv, cwd, columns, rows, env)
 
     yield open_window
-    subprocess.run(["tmux", "-L", server, "kill-server"], capture_output=True, timeout=30)
+    subprocess.run(["tmux", "-S", str(server), "kill-server"], capture_output=True, timeout=30)
 
 
 def ctl(daemon: Any, *args: str) -> list[str]:
