@@ -47,7 +47,20 @@ class DaemonBusy(DaemonError):
 
 
 def default_socket(explicit: str | None) -> Path:
-    return protocol.resolve_socket_path(explicit, os.environ, os.getuid())
+    """The socket to use: the first of socket_places() that is there, else the first."""
+    places = socket_places(explicit)
+    return next((p for p in places if _there(p)), places[0])
+
+
+def socket_places(explicit: str | None) -> list[Path]:
+    """Every place the socket is looked for, in order (protocol.socket_candidates)."""
+    return protocol.socket_candidates(explicit, os.environ, os.getuid())
+
+
+def _there(path: Path) -> bool:
+    # A socket in a directory this user may not enter (the service's, for someone not in its group) counts as
+    # there: connecting then says "no permission", which is the truth, rather than "not running".
+    return os.path.lexists(path) or (os.path.isdir(path.parent) and not os.access(path.parent, os.X_OK))
 
 
 class Client:

@@ -1,4 +1,8 @@
-"""Sample prompts for `tabfleetctl demo`."""
+"""Sample prompts for `tabfleetctl demo`: 36 written ones, then as many more as asked for."""
+
+from __future__ import annotations
+
+import itertools
 
 DEMO_PROMPTS = (
     'a red fox at dawn, watercolour',
@@ -38,3 +42,19 @@ DEMO_PROMPTS = (
     'a windmill as a linocut print',
     'a sailboat as a linocut print',
 )
+
+SUBJECTS = ("a red fox", "a lighthouse", "a teapot", "a bicycle", "a mountain lake", "a paper crane", "an old tram",
+            "a cactus", "a violin", "a snowy owl", "a windmill", "a sailboat", "a hot-air balloon", "a koi pond",
+            "a steam engine", "a chess set")
+STYLES = ("in ink and wash", "as a mosaic", "in claymation", "as a blueprint", "as a stained-glass window",
+          "in pixel art", "as an embroidery", "in charcoal", "as a tin toy", "on a vintage stamp")
+PLACES = ("at noon", "in the rain", "under the stars", "in autumn", "in a snowstorm", "at the seaside")
+
+
+def demo_prompts(count: int) -> list[str]:
+    """`count` distinct prompts: the written samples first, then generated subject × style × place ones, numbered past those."""
+    made = itertools.chain(DEMO_PROMPTS, (f"{s} {p}, {st}" for st in STYLES for p in PLACES for s in SUBJECTS))
+    prompts = list(itertools.islice(made, count))
+    base = len(prompts)
+    prompts += [f"{DEMO_PROMPTS[i % len(DEMO_PROMPTS)]}, variation {i // len(DEMO_PROMPTS) + 1}" for i in range(count - base)]
+    return prompts

@@ -14,14 +14,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .client import Client
+from .tables import FINISHED, fmt_seconds, jobs_table, memory_bar, workers_table
 from .terminal import printable
 
-FINISHED = ("done", "failed", "cancelled")
 EVENTS_SHOWN = 6
-BAR_WIDTH = 30
-# Bar segments in drawing order: (count field, character, rich style).
-SEGMENTS = (("done", "█", "green"), ("failed", "█", "red"), ("cancelled", "█", "magenta"),
-            ("running", "█", "yellow"), ("pending", "░", "grey50"))
 
 
 def frames(client: Client, job: str | None, interval: float, after: int | None = None) -> Iterator[dict[str, Any]]:
@@ -31,9 +27,10 @@ def frames(client: Client, job: str | None, interval: float, after: int | None =
                          idle_timeout=max(30.0, interval * 10))
 
 
-def follow(snapshots: Iterable[dict[str, Any]], job: str | None, live: bool, echo: Callable[[str], None]) -> dict[str, Any] | None:
-    """Show each snapshot (live view or plain lines); return the watched job's last view."""
-    show = LiveView() if live else PlainView(echo)
+def follow(snapshots: Iterable[dict[str, Any]], job: str | None, live: bool, echo: Callable[[str], None],
+           stderr: bool = False) -> dict[str, Any] | None:
+    """Show each snapshot (live view, on stderr with `stderr`, or plain lines); return the watched job's last view."""
+    show = LiveView(stderr=stderr) if live else PlainView(echo)
     last: dict[str, Any] | None = None
     try:
         for snap in snapshots:
@@ -45,37 +42,17 @@ def follow(snapshots: Iterable[dict[str, Any]], job: str | None, live: bool, ech
     return last
 
 
-# -- numbers shared by both views ------------------------------------------------
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def segment_widths(job: dict[str, Any], width: int) -> list[int]:
-    """Each segment's share of `width` (largest remainder), so the bar is always exactly `width` wide."""
-    total = job["total"]
-    if total <= 0:
-        return [0] * (len(SEGMENTS) - 1) + [width]  # nothing to do: an empty (pending-coloured) bar
-    exact = [job.get(name, 0) * width / total for name, _, _ in SEGMENTS]
-    widths = [int(x) for x in exact]
-    by_remainder = sorted(range(len(exact)), key=lambda i: exact[i] - widths[i], reverse=True)
-    for i in by_remainder[:width - sum(widths)]:
-        widths[i] += 1
-    return widths
+# -- lines shared by both views --------------------------------------------------
 
 
 def job_line(job: dict[str, Any]) -> str:
     counts = f"{job['done']}/{job['total']} done, {job['failed']} failed, {job['running']} running, {job['pending']} pending"
     if job.get("cancelled"):
         counts += f", {job['cancelled']} cancelled"
-    eta = "" if job["state"] in FINISHED else f", eta {fmt_seconds(job['eta_s'])}"
-    return printable(f"job {job['id']} ({job['name']}) {job['state']}: {counts}; {job['rate_per_min']:.1f}/min{eta}")
+    if job["state"] in FINISHED:  # an ended job makes nothing: no rate, no ETA
+        return printable(f"job {job['id']} ({job['name']}) {job['state']}: {counts}")
+    return printable(f"job {job['id']} ({job['name']}) {job['state']}: {counts}; {job['rate_per_min']:.1f}/min, "
+                     f"eta {fmt_seconds(job['eta_s'])}")
 
 
 def event_line(event: dict[str, Any]) -> str:
@@ -96,18 +73,6 @@ def event_line(event: dict[str, Any]) -> str:
         details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("seq", "time", "kind", "job"))
         what = f"{kind.replace('_', ' ')} {details}".strip()
     return printable(" ".join(part for part in (when, where, what) if part))
-
-
-def memory_line(memory: dict[str, Any], workers: list[dict[str, Any]]) -> str:
-    """Used against the limit the governor holds the fleet to (the cgroup's, else the machine's)."""
-    limit = memory.get("limit_mb") or memory["total_mb"]
-    share = memory["used_mb"] * 100 / max(limit, 1)
-    source = memory.get("source") or "machine"
-    under = "" if source == "machine" else f" ({source.split(' /')[0]} limit)"
-    held = "; new work held" if memory.get("holding") else ""
-    workers_mb = sum(w.get("rss_mb") or 0 for w in workers)
-    return (f"memory {memory['used_mb'] / 1024:.1f} of {limit / 1024:.1f} GiB used ({share:.0f} %){under}{held}; "
-            f"daemon {memory['daemon_rss_mb']:.0f} MB, workers {workers_mb:.0f} MB")
 
 
 def pace_line(pace: dict[str, Any]) -> str:
@@ -139,12 +104,6 @@ def site_lines(snap: dict[str, Any]) -> list[str]:
     """One line per site with what pacing knows of it, and one per job waiting for its output."""
     lines = [f"site {site}: {pace_line(pace)}" for site, pace in (snap.get("limits") or {}).get("sites", {}).items()]
     return lines + [f"job {j['id']} waits for its output: {j['waiting']['reason']}" for j in snap["jobs"] if j.get("waiting")]
-
-
-def cooling(worker: dict[str, Any], now: float) -> str:
-    """Time left until the worker's account may send again, or until it restarts; blank when neither."""
-    until = worker.get("cooling_until") or (worker.get("account") or {}).get("cooling_until") or worker.get("restart_at")
-    return "" if not until or until <= now else f"{until - now:.0f} s"
 
 
 # -- plain lines -------------------------------------------------------------------
@@ -191,13 +150,16 @@ class PlainView:
 
 
 class LiveView:
-    """A rich Live display redrawn on each pushed snapshot (no refresh thread: the daemon sets the pace)."""
+    """A rich Live display redrawn on each pushed snapshot (no refresh thread: the daemon sets the pace).
 
-    def __init__(self, console: Any = None) -> None:
+    Each frame is laid out for the terminal's width at that moment, so it stays readable at 80 columns.
+    """
+
+    def __init__(self, console: Any = None, stderr: bool = False) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self.console = console or Console()
+        self.console = console or Console(stderr=stderr)
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_SHOWN)
         self.live = Live(console=self.console, auto_refresh=False, transient=False, redirect_stdout=False,
                          redirect_stderr=False)
@@ -214,79 +176,16 @@ class LiveView:
         from rich.console import Group
         from rich.text import Text
 
-        parts: list[Any] = [self.jobs_table(snap["jobs"]), Text(""), self.workers_table(snap["workers"], snap["time"]),
-                            Text(""), self.memory_bar(snap["memory"], snap["workers"])]
-        parts += [Text(line, overflow="ellipsis", no_wrap=True) for line in site_lines(snap)]
+        width = self.console.width
+        parts: list[Any] = [jobs_table(snap["jobs"], width), Text(""),
+                            workers_table(snap["workers"], width, snap["time"]), Text(""),
+                            memory_bar(snap["memory"], snap["workers"], width)]
+        # Sites and outputs explain a stall: they wrap rather than lose their end.
+        parts += [Text(printable(line)) for line in site_lines(snap)]
         if self.events:
             parts += [Text(""), Text("recent events", style="bold")]
             parts += [Text(event_line(e), style=_event_style(e), overflow="ellipsis", no_wrap=True) for e in self.events]
         return Group(*parts)
-
-    def jobs_table(self, jobs: list[dict[str, Any]]) -> Any:
-        from rich.table import Table
-        from rich.text import Text
-
-        table = Table(title="jobs", title_justify="left", title_style="bold", expand=False, pad_edge=False)
-        for name, justify in (("job", "left"), ("state", "left"), ("progress", "left"), ("done", "right"),
-                              ("failed", "right"), ("running", "right"), ("pending", "right"), ("rate/min", "right"),
-                              ("eta", "right")):
-            table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        if not jobs:
-            table.add_row("no jobs", *[""] * 8)
-        for job in jobs:
-            bar = Text()
-            for (_name, char, style), width in zip(SEGMENTS, segment_widths(job, BAR_WIDTH)):
-                bar.append(char * width, style=style)
-            pct = 100 * (job["done"] + job["failed"] + job.get("cancelled", 0)) / max(job["total"], 1)
-            bar.append(f" {pct:3.0f}%")
-            failed = Text(str(job["failed"]), style="red" if job["failed"] else "")
-            eta = "" if job["state"] in FINISHED else fmt_seconds(job["eta_s"])
-            # Text, not markup strings, for anything a user wrote: a prompt like "[[error]]" must print as itself.
-            table.add_row(Text.assemble(printable(job["name"][:24]), (f" {job['id']}", "dim")), _state_text(job["state"]), bar,
-                          f"{job['done']}/{job['total']}", failed, str(job["running"]), str(job["pending"]),
-                          f"{job['rate_per_min']:.1f}", eta)
-        return table
-
-    def workers_table(self, workers: list[dict[str, Any]], now: float) -> Any:
-        from rich.table import Table
-        from rich.text import Text
-
-        table = Table(title="workers", title_justify="left", title_style="bold", pad_edge=False)
-        table.add_column("id", justify="right")
-        table.add_column("state")
-        table.add_column("health", no_wrap=True, max_width=30, overflow="ellipsis")
-        table.add_column("current prompt", no_wrap=True, max_width=48, overflow="ellipsis")
-        table.add_column("done", justify="right")
-        table.add_column("rss", justify="right")
-        table.add_column("restarts", justify="right")
-        table.add_column("cooling", justify="right")
-        for w in workers:
-            health = printable(w.get("health") or "")
-            table.add_row(str(w["id"]), _state_text(w["state"]), Text(health, style="green" if health == "ok" else "yellow"),
-                          Text(printable(w.get("current_prompt") or "")), str(w["tasks_done"]),
-                          f"{w['rss_mb']:.0f} MB", str(w["restarts"]), cooling(w, now))
-        return table
-
-    def memory_bar(self, memory: dict[str, Any], workers: list[dict[str, Any]]) -> Any:
-        from rich.text import Text
-
-        limit = memory.get("limit_mb") or memory["total_mb"]
-        share = min(1.0, memory["used_mb"] / max(limit, 1))
-        filled = round(share * BAR_WIDTH)
-        style = "green" if share < 0.7 else "yellow" if share < 0.9 else "red"
-        text = Text("memory  ", style="bold")
-        text.append("█" * filled, style=style)
-        text.append("░" * (BAR_WIDTH - filled), style="grey50")
-        text.append("  " + memory_line(memory, workers)[len("memory "):])
-        return text
-
-
-def _state_text(state: str) -> Any:
-    from rich.text import Text
-
-    styles = {"active": "cyan", "busy": "cyan", "idle": "green", "done": "green", "failed": "red", "dead": "red",
-              "blocked": "red", "paused": "yellow", "restarting": "yellow", "starting": "yellow", "cancelled": "magenta"}
-    return Text(state, style=styles.get(state, ""))
 
 
 def _event_style(event: dict[str, Any]) -> str:

@@ -8,17 +8,18 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import psutil
 
-from . import outputs, profiles, statedir
+from . import outputs, profiles, reload, statedir
 from .browser import kill_group, kill_profile_processes, names_path
 from .bulk import Bulk
 from .commands import Commands
 from .config import Config
-from .errors import AlreadyRunning
+from .errors import AlreadyRunning, ConfigError
 from .events import EventLog
 from .fleet import Fleet
 from .limits import Limits
@@ -76,8 +77,9 @@ class StateLock:
 
 class Daemon:
     def __init__(self, config: Config, chromium: str, service: ServiceLink | None = None,
-                 lock: StateLock | None = None) -> None:
+                 lock: StateLock | None = None, read_config: Callable[[], Config] | None = None) -> None:
         self.config = config
+        self.read_config = read_config  # reads the config again (cli.py), for SIGHUP
         self.chromium = chromium
         self.started = time.monotonic()
         self.lock = lock or StateLock(config.state_dir)
@@ -98,6 +100,25 @@ class Daemon:
     def request_stop(self) -> None:
         self.stop_event.set()
 
+    def request_reload(self) -> None:
+        if self.read_config is None or not hasattr(self, "scheduler"):
+            log.warning("SIGHUP: nothing to reload yet")
+            return
+        self.background.append(asyncio.create_task(self.reload_config()))
+
+    async def reload_config(self) -> None:
+        """Read the config again and apply what can change live; a bad file changes nothing and says why."""
+        assert self.read_config is not None
+        self.service.reloading(time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(None, self.read_config)
+        except ConfigError as exc:
+            log.error("config not reloaded, the running one stays: %s", exc)
+        else:
+            reload.apply(self, new)
+        finally:
+            self.service.ready(self.status_line())
+
     async def run(self) -> int:
         self.lock.acquire()
         try:
@@ -111,6 +132,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.store = AsyncStore(Store(cfg.state_dir / "store", cfg.map_size_mb << 20))
         statedir.tighten(cfg.state_dir / "store", depth=1)  # LMDB makes its files by the umask
         moved = await self.store("requeue_running")
@@ -173,7 +195,7 @@ class Daemon:
 
     def forget_jobs(self, job_ids: list[str]) -> None:
         """Drop pruned jobs from the scheduler's in-memory maps, so they do not grow over days."""
-        for name in ("jobs", "finish_times", "job_events", "running_per_job"):
+        for name in ("jobs", "finish_times", "job_events", "running_per_job", "first_dispatch"):
             table = getattr(self.scheduler, name, None)
             if table is not None:
                 for job_id in job_ids:

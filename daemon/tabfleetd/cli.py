@@ -1,6 +1,8 @@
 """The tabfleetd command: read the configuration and the environment once, then run the daemon.
 
 In the foreground by default (systemd's way, Type=notify), or in the background with --detach.
+The config file is --config, else $TABFLEET_CONFIG, else /etc/tabfleet/tabfleetd.toml when it exists;
+SIGHUP reads the same file again (Daemon.reload_config).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import click
 from . import __version__, config as config_module, detach as detach_module, protocol, storefile
 from .app import Daemon, StateLock
 from .browser import find_chromium
-from .errors import AlreadyRunning, BrowserError, ConfigError, StoreDamaged
+from .errors import AlreadyRunning, BrowserError, ConfigError, StoreDamaged, StoreFormatError
+from .journal import log_to_stderr, stderr_is_journal
 from .store import Store
 from .notify import ENV_NAMES, Notifier, ServiceEnv, ServiceLink
 
@@ -28,10 +31,12 @@ EXIT_UNAVAILABLE = 69  # no Chromium
 EXIT_SOFTWARE = 70  # a bug, or a --detach daemon that never became ready
 EXIT_ALREADY_RUNNING = 75
 EXIT_CONFIG = 78
+DEFAULT_CONFIG = Path("/etc/tabfleet/tabfleetd.toml")  # the systemd unit's
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="TOML config file (see --help-config).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"TOML config file (default: $TABFLEET_CONFIG, else {DEFAULT_CONFIG} when it exists; see --help-config).")
 @click.option("--socket", help="Control socket path.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Directory for the store, browser profiles and logs.")
 @click.option("--workers", type=click.IntRange(min=1), help="Number of worker processes (default 2).")
@@ -40,7 +45,7 @@ EXIT_CONFIG = 78
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log to this file, rotated (default: stderr; with --detach, STATE_DIR/logs/tabfleetd.log).")
 @click.option("--detach", is_flag=True, help="Run in the background (not under systemd); returns once the daemon answers.")
 @click.option("--pidfile", type=click.Path(dir_okay=False, path_type=Path), help="With --detach: write the daemon's pid to this file.")
-@click.option("--help-config", is_flag=True, help="Print every config key with its default and meaning, then exit.")
+@click.option("--help-config", is_flag=True, help="Print a commented example config (every key, its default and meaning), then exit.")
 @click.option("--restore-store", is_flag=True, help="Put the store's last copy (STATE_DIR/store/data.mdb.prev) back in place of a damaged store, then exit.")
 @click.version_option(__version__, prog_name="tabfleetd")
 def main(config_path: Path | None, socket: str | None, state_dir: Path | None, workers: int | None,
@@ -56,13 +61,23 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
     service_env = ServiceEnv.from_env(env, os.getpid())
     for name in ENV_NAMES:
         os.environ.pop(name, None)  # workers and Chromium must not inherit the service manager's socket
-    try:
-        cfg = config_module.load(config_path, {"socket": socket, "state_dir": state_dir, "workers": workers,
-                                               "chromium": chromium, "log_level": log_level, "log_file": log_file},
-                                 env, Path.home())
+    config_path = config_file(config_path, env)
+    overrides = {"socket": socket, "state_dir": state_dir, "workers": workers, "chromium": chromium,
+                 "log_level": log_level, "log_file": log_file}
+    home = Path.home()
+
+    def read_config() -> config_module.Config:
+        """The config from the file and the command line, with what the environment decides filled in."""
+        cfg = config_module.load(config_path, overrides, env, home)
         cfg = cfg.replace(socket=protocol.resolve_socket_path(str(cfg.socket) if cfg.socket else None, env, os.getuid()))
         if cfg.display is None and env.get("DISPLAY"):
             cfg = cfg.replace(display=env["DISPLAY"])
+        if cfg.log_format == "auto":
+            cfg = cfg.replace(log_format="journal" if not cfg.log_file and not detach and stderr_is_journal(env) else "text")
+        return cfg
+
+    try:
+        cfg = read_config()
         chromium_path = find_chromium(cfg.chromium, env.get("PATH"))
     except ConfigError as exc:
         click.echo(f"tabfleetd: {exc}", err=True)
@@ -101,16 +116,17 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
     if cfg.log_file:
         detach_module.log_to_file(cfg.log_file, cfg.log_level, cfg.log_max_mb, cfg.log_backups)
     else:
-        logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr, format=detach_module.LOG_FORMAT)
+        log_to_stderr(cfg.log_level, cfg.log_format == "journal", "tabfleetd")
     for noisy in ("pyppeteer", "websockets", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("tabfleetd").info("config: %s", config_path or "none (defaults and the command line)")
     code = EXIT_SOFTWARE
     try:
-        code = asyncio.run(Daemon(cfg, chromium_path, service, lock).run())
+        code = asyncio.run(Daemon(cfg, chromium_path, service, lock, read_config=read_config).run())
     except AlreadyRunning as exc:
         _report(str(exc), detach)
         code = EXIT_ALREADY_RUNNING
-    except ConfigError as exc:
+    except (ConfigError, StoreFormatError) as exc:
         _report(str(exc), detach)
         code = EXIT_CONFIG
     except StoreDamaged as exc:
@@ -126,24 +142,9 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
     sys.exit(code)
 
 
-def restore(cfg: config_module.Config) -> int:
-    """--restore-store: with the state dir locked (no daemon running), put data.mdb.prev back and check it opens."""
-    lock = StateLock(cfg.state_dir)
-    path = cfg.state_dir / "store"
-    try:
-        lock.acquire()
-        done = storefile.restore(path)
-        Store(path, cfg.map_size_mb << 20).close()
-    except AlreadyRunning as exc:
-        click.echo(f"tabfleetd: {exc}", err=True)
-        return EXIT_ALREADY_RUNNING
-    except (StoreDamaged, OSError) as exc:
-        click.echo(f"tabfleetd: cannot restore the store: {exc}", err=True)
-        return EXIT_STORE_DAMAGED
-    finally:
-        lock.release()
-    click.echo(f"tabfleetd: {done}; start the daemon again")
-    return EXIT_OK
+from .errors import AlreadyRunning, BrowserError, ConfigError, StoreDamaged, StoreFormatError
+from .journal import log_to_stderr, stderr_is_journal
+from .store import Store
 
 
 def _report(message: str, detached: bool) -> None:

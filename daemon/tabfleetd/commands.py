@@ -19,9 +19,10 @@ from .export import PAGE as EXPORT_PAGE, pages as export_pages
 from .fleet import BLOCKED, BUSY, IDLE
 from .outdir import resolve_out
 from .prompts import parse_prompts
+from .rate import eta_seconds
 from .server import Peer, Stream, is_operator
-from .states import BUCKETS, FINISHED_JOB_STATES, JobState
-from .subscription import Subscription
+from .states import BUCKETS, FINISHED_JOB_STATES, JOB_TRANSITIONS, JobState
+from .subscription import Subscription, trim_finished
 
 if TYPE_CHECKING:
     from .app import Daemon
@@ -126,6 +127,11 @@ class Commands:
             if not isinstance(value, (str, int, float)):
                 raise BadArgs(f"site knob '{key}' must be a string or a number")
         knobs = {str(k): str(v) for k, v in knobs.items()}
+        if profiles.needs_demo(profile):
+            from .demosite import knob_problems
+
+            if problems := knob_problems(knobs):
+                raise BadArgs("; ".join(problems))
         workers = arg(args, "workers", int, 0)
         if workers < 0:
             raise BadArgs("argument 'workers' must be zero (all) or more")
@@ -145,7 +151,8 @@ class Commands:
             try:
                 job = await d.bulk.create_job(job_id=job_id, name=name, site=site, knobs=knobs, out=str(out_dir),
                                               prompts=prompts, max_workers=workers, max_attempts=d.config.max_attempts,
-                                              source=filename, profile=profile, uid=peer.uid)
+                                              source=filename, profile=profile, uid=peer.uid,
+                                              names=outputs.NAMES_VERSION)
             except Exception:
                 # No marker may name a job that does not exist.
                 await loop.run_in_executor(None, outputs.release_out_dir, out_dir, job_id, created)
@@ -165,14 +172,17 @@ class Commands:
                                    f"together over the limit of {cfg.max_queued_tasks} (max_queued_tasks); wait for "
                                    "jobs to finish, or cancel some")
 
-    # status {"job": str|nil} -> {"jobs": [...], "workers": [...], "memory": {...}}
+    # status {"job": str|nil, "recent": bool|nil (false)} -> {"jobs": [...], "workers": [...], "memory": {...},
+    #   "limits": {...}, "hidden": int}   recent: unfinished jobs and the last few that ended; hidden: the others
     @op("status")
     async def status(self, args: dict[str, Any], peer: Peer) -> Any:
         job_id = arg(args, "job", str, None)
         jobs = [await self.daemon.store("get_job", job_id)] if job_id else await self.daemon.store("list_jobs")
+        shown = trim_finished(jobs) if arg(args, "recent", bool, False) and not job_id else jobs
         vm = psutil.virtual_memory()
         return {
-            "jobs": [self.job_view(j) for j in jobs],
+            "jobs": [self.job_view(j) for j in shown],
+            "hidden": len(jobs) - len(shown),
             "workers": self.daemon.worker_views(),
             "memory": {"used_mb": round((vm.total - vm.available) / 2**20), "total_mb": round(vm.total / 2**20),
                        "percent": vm.percent, "daemon_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
@@ -182,9 +192,10 @@ class Commands:
 
     def job_view(self, job: dict[str, Any]) -> dict[str, Any]:
         counts = job["counts"]
-        rate = self.daemon.scheduler.rate_per_min(job["id"])
-        remaining = counts["pending"] + counts["running"]
-        eta = round(remaining / rate * 60) if rate > 0 and remaining else (0 if not remaining else None)
+        # An ended job makes nothing: rate 0 and no ETA, rather than a rate that decays for two minutes.
+        ended = job["state"] in {s.value for s in FINISHED_JOB_STATES}
+        rate = 0.0 if ended else self.daemon.scheduler.rate_per_min(job["id"])
+        eta = None if ended else eta_seconds(counts["pending"] + counts["running"], rate)
         view = {"id": job["id"], "name": job["name"], "state": job["state"], "site": job["site"], "out": job["out"],
                 "uid": job.get("uid"), "total": job["total"], "rate_per_min": rate, "eta_s": eta, "created": job["created"],
                 "finished": job["finished"], "waiting": self.daemon.scheduler.waiting_view(job["id"])}
@@ -214,11 +225,16 @@ class Commands:
         job_id = arg(args, "job", str)
         job = await d.store("get_job", job_id)
         self.check_owner(job, peer, verb)
-        if state == JobState.ACTIVE and job["state"] == JobState.DONE.value:
-            return {"job": job_id, "state": job["state"], "changed": False, "message": "every task is done already"}
-        if state == JobState.CANCELLED and job["state"] in {s.value for s in FINISHED_JOB_STATES}:
-            return {"job": job_id, "state": job["state"], "changed": False, "message": f"the job has already ended ({job['state']})"}
         before = job["state"]
+        # Every request that cannot change the job is answered alike: unchanged, and why (never an error).
+        why = None
+        if before == state.value:
+            why = f"the job is {before} already"
+        elif state not in JOB_TRANSITIONS[JobState(before)]:
+            why = "every task is done already" if before == JobState.DONE.value and state == JobState.ACTIVE \
+                else f"the job has already ended ({before})"
+        if why:
+            return {"job": job_id, "state": before, "changed": False, "message": why}
         # The state changes at once; a big job's tasks follow in batches, between which other calls are served.
         job = await d.bulk.set_state(job_id, state, d.config.max_attempts)
         return {"job": job_id, "state": job["state"], "changed": before != job["state"]}

@@ -1,12 +1,16 @@
 """The daemon's configuration: loaded once into a frozen dataclass and passed down.
 
-A TOML file (--config) sets any key below; command-line options override it.
-``tabfleetd --help-config`` prints every key with its default and meaning.
+A TOML file sets any key below (tabfleetd's cli.py decides which file:
+--config, $TABFLEET_CONFIG or /etc/tabfleet/tabfleetd.toml); command-line
+options override it.  ``tabfleetd --help-config`` prints every key with its
+default and meaning as a commented example.  SIGHUP reloads the RELOADABLE
+keys without dropping work; the others take effect at the next start.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -103,6 +107,8 @@ class Config:
     web_idle_timeout_s: float = _key(10.0, "an HTTP connection must send a request within this of connecting or of its last "
                                            "reply, or it is closed")
     log_level: str = _key("info", "debug, info, warning or error")
+    log_format: str = _key("auto", "text (with timestamps), journal (syslog priority prefixes for journald, no timestamps) "
+                                   "or auto (journal when stderr is the journal, $JOURNAL_STREAM)")
     log_file: Path = _key(None, "log to this file, rotated (default: stderr; with --detach, STATE_DIR/logs/tabfleetd.log)")
     log_max_mb: float = _key(10.0, "rotate the log file at this size in MiB (0: never)")
     log_backups: int = _key(5, "rotated log files kept")
@@ -120,6 +126,10 @@ def default_output_roots(home: Path) -> tuple[Path, ...]:
 
 _PATHS = {"socket", "state_dir", "log_file", "web_token_file"}
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
+_LOG_FORMATS = {"auto", "journal", "text"}
+# Keys a reload (SIGHUP, systemctl reload) applies to the running daemon; the rest need a restart.
+RELOADABLE = frozenset({"workers", "site_rate_per_min", "account_rate_per_min", "retry_base_s", "retry_cap_s",
+                        "max_attempts", "max_prompt_chars", "task_deadline_s", "log_level"})
 _AT_LEAST_ONE = {"workers", "max_attempts", "max_connections", "max_frame_bytes", "max_prompt_chars", "map_size_mb",
                  "max_connections_per_uid", "max_bytes_in_flight", "web_max_connections"}
 _POSITIVE = {"heartbeat_interval_s", "heartbeat_timeout_s", "task_deadline_s", "cdp_timeout_s", "browser_start_timeout_s", "read_timeout_s",
@@ -127,18 +137,22 @@ _POSITIVE = {"heartbeat_interval_s", "heartbeat_timeout_s", "task_deadline_s", "
 
 
 def describe() -> str:
-    """Every key, its default and its meaning, as TOML comments and lines."""
-    lines = []
+    """A commented example config: every key with its meaning, and its default as a comment, so copying it pins nothing."""
+    lines = ["# tabfleetd config (TOML). Every key is shown with its default, commented out: uncomment what you change.",
+             "# tabfleetd reads --config FILE, else $TABFLEET_CONFIG, else /etc/tabfleet/tabfleetd.toml when it exists.",
+             "# Keys marked (reload) take effect on SIGHUP (systemctl reload tabfleetd); the others at the next start.",
+             ""]
     for f in dataclasses.fields(Config):
-        lines.append(f"# {f.metadata['doc']}")
+        lines.append(f"# {f.metadata['doc']}{' (reload)' if f.name in RELOADABLE else ''}")
         default = f.default
         if default is None:
             lines.append(f"# {f.name} = ...")
         elif f.name == "site_vars":
-            lines.append(f"{f.name} = {{}}")
+            lines.append(f"# {f.name} = {{}}")
         else:
-            lines.append(f"{f.name} = {_toml_value(default)}")
-    return "\n".join(lines)
+            lines.append(f"# {f.name} = {_toml_value(default)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _toml_value(value: Any) -> str:
@@ -201,18 +215,21 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
         return tuple(value)
-    if name == "log_level":
-        if value not in _LOG_LEVELS:
-            raise ConfigError(f"{where} must be one of {', '.join(sorted(_LOG_LEVELS))}")
-        return value
+    for key, allowed in (("log_level", _LOG_LEVELS), ("log_format", _LOG_FORMATS)):
+        if name == key and value not in allowed:
+            raise ConfigError(f"{where} must be one of {', '.join(sorted(allowed))}")
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string")
     return value
 
 
 def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str], home: Path) -> Config:
-    """Build the Config from a TOML file, then command-line overrides, then defaults."""
+    """Build the Config from a TOML file, then command-line overrides, then defaults.
+
+    Every problem is found before any is reported: one ConfigError names the file and lists them all.
+    """
     values: dict[str, Any] = {}
+    problems: list[str] = []
     if path is not None:
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -222,20 +239,36 @@ def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str]
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         for name, value in raw.items():
             if name not in FIELDS:
-                raise ConfigError(f"{path}: unknown key '{name}' (see tabfleetd --help-config)")
-            values[name] = _coerce(name, value, str(path))
+                near = difflib.get_close_matches(name, FIELDS, n=1)
+                problems.append(f"unknown key '{name}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+                continue
+            try:
+                values[name] = _coerce(name, value, str(path))
+            except ConfigError as exc:
+                problems.append(str(exc).removeprefix(f"{path}: "))
     for name, value in overrides.items():
         if value is not None:
-            values[name] = _coerce(name, value, "command line")
+            try:
+                values[name] = _coerce(name, value, "command line")
+            except ConfigError as exc:
+                problems.append(str(exc))
     if values.get("state_dir") is None:
         values["state_dir"] = Path(env["STATE_DIRECTORY"].split(":")[0]) if env.get("STATE_DIRECTORY") else home / ".local" / "state" / "tabfleet"
     if values.get("output_roots") is None:
         values["output_roots"] = default_output_roots(home)
-    config = Config(**values)
-    check_memory_marks(config)
-    check_frame_budget(config)
-    check_site_keys(config)
-    return config
+    if not problems:
+        config = Config(**values)
+        try:
+            check_memory_marks(config)
+            check_frame_budget(config)
+            check_site_keys(config)
+            return config
+        except ConfigError as exc:
+            problems.append(str(exc))
+    source = f"{path}: " if path is not None else ""
+    if len(problems) == 1:
+        raise ConfigError(f"{source}{problems[0]}")
+    raise ConfigError(f"{source}{len(problems)} problems (see tabfleetd --help-config):\n  " + "\n  ".join(problems))
 
 
 def check_frame_budget(config: Config) -> None:

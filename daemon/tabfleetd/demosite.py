@@ -124,6 +124,32 @@ _PARSERS: dict[str, Callable[[str], object]] = {
 }
 
 
+def _challenge(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 600.0:
+        raise ValueError("must be within 0..600")
+    return value
+
+
+_KNOB_FORMS = {"rate_limit": "must be N/S, e.g. 5/60 (at most N per S seconds)", "seed": "must be a whole number"}
+
+
+def knob_problems(raw: Mapping[str, object]) -> list[str]:
+    """Why each knob value cannot be used (checked at submit, so a typo is refused instead of ignored)."""
+    problems = []
+    for name, value in raw.items():
+        parse = _PARSERS.get(name) or (_challenge if name == "challenge" else None)
+        if parse is None:
+            continue  # the profile's knob list decides which names exist
+        try:
+            parse(str(value))
+        except (ValueError, OverflowError) as exc:
+            # Our own checks say "must be ..."; Python's conversions do not, so say what the knob takes.
+            detail = str(exc) if str(exc).startswith("must be") else _KNOB_FORMS.get(name, "must be a number")
+            problems.append(f"site knob {name}={str(value)[:80]!r} {detail}")
+    return problems
+
+
 @dataclass(frozen=True)
 class Knobs:
     """The fault settings of one generate request."""

@@ -30,12 +30,13 @@ from typing import IO
 import daemon as python_daemon
 
 from .errors import AlreadyRunning
+from .journal import TEXT_FORMAT
 from .notify import Notifier
 from .statedir import private_opener
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s tabfleetd %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = TEXT_FORMAT.format(who="tabfleetd")
 OUTPUT_LOGGER = "tabfleetd.output"  # lines that worker processes write to their stderr
 READY_TIMEOUT_S = 120.0
 LOG_TAIL_LINES = 20

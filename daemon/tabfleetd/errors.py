@@ -18,7 +18,8 @@
     │   ├── ProfileError          1403  a site profile that cannot be used
     │   └── OverCapacity          1405  a job over the configured caps on tasks
     ├── StateError                1500
-    │   └── IllegalTransition     1501
+    │   ├── IllegalTransition     1501
+    │   └── StoreFormatError      1502  a store written by a newer tabfleetd
     ├── ConfigError               1600
     ├── BrowserError              1700
     │   ├── ChromiumNotFound      1701
@@ -130,6 +131,12 @@ class StateError(TabfleetError):
 
 class IllegalTransition(StateError):
     code = 1501
+
+
+class StoreFormatError(StateError):
+    """The store's format is newer than this tabfleetd reads: it may hold what this one would misread."""
+
+    code = 1502
 
 
 class ConfigError(TabfleetError):

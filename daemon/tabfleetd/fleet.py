@@ -54,6 +54,13 @@ class WorkerHandle:
     deliberate: bool = False  # we are ending it on purpose (a restart asked for): its task's attempt is refunded
     last_heartbeat: float = field(default_factory=time.monotonic)
     rss_mb: float = 0.0
+    last_error_at: float | None = None  # wall-clock time of last_error, so status shows its age
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every place that records an error stamps its time too, without each of them having to remember to.
+        if name == "last_error" and value is not None:
+            object.__setattr__(self, "last_error_at", time.time())
+        object.__setattr__(self, name, value)
 
     @property
     def account(self) -> str:
@@ -75,7 +82,8 @@ class WorkerHandle:
                 "tasks_done": self.tasks_done,
                 "current_task": None if self.task is None else f"{self.task['job']}/{self.task['index']}",
                 "current_prompt": None if self.task is None else self.task["prompt"],
-                "rss_mb": self.rss_mb, "last_error": self.last_error, "restarts": self.restarts,
+                "rss_mb": self.rss_mb, "last_error": self.last_error, "last_error_at": self.last_error_at,
+                "restarts": self.restarts,
                 "failures_in_row": self.failures_in_row, "restart_at": self.restart_at, "rotations": self.rotations}
 
 

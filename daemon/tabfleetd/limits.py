@@ -68,6 +68,15 @@ class AimdRate:
         base = self.current if self.current is not None else max(observed_per_min, self.floor)
         self.current = max(self.floor, base * self.decrease)
 
+    def reconfigure(self, ceiling: float | None) -> None:
+        """A new configured rate (a reload): a rate halved by the site stays under it, the rest takes it."""
+        halved = self.current is not None and self.current != self.ceiling
+        self.ceiling = ceiling
+        if not halved:
+            self.current = ceiling
+        elif ceiling is not None:
+            self.current = min(self.current, ceiling)  # type: ignore[type-var]
+
     def on_success(self) -> None:
         if self.current is None:
             return
@@ -170,6 +179,16 @@ class Limits:
         self.quota: dict[str, str] = {}  # account -> the message that set a long cooling
         self.answer_caps: dict[str, float] = {}  # site -> the longest answer wait its profile and the deadline allow
         self.changed = False  # something worth saving happened since the last state()
+
+    def configure(self, site_rate_per_min: float, account_rate_per_min: float) -> None:
+        """The configured rates changed (a reload): every site and account takes its new one (0: none)."""
+        self.site_rate = site_rate_per_min or None
+        self.account_rate = account_rate_per_min or None
+        for limiter in self.sites.values():
+            limiter.rate.reconfigure(self.site_rate)
+        for paced in self.accounts.values():
+            paced.rate.reconfigure(self.account_rate)
+        self.changed = True
 
     def site(self, name: str, scope: str = AUTO) -> SiteLimiter:
         limiter = self.sites.get(name)

@@ -2,8 +2,12 @@
 
 Nothing polls in the background.  Gauges (jobs, tasks, workers, memory) are
 read from the scheduler's and fleet's in-memory state when Prometheus
-scrapes; counters (attempts, failures) are kept by an event listener, so they
-count from the daemon's start, as Prometheus counters do.
+scrapes; counters (attempts, failures, finished tasks per job) and the task
+duration histogram are kept by an event listener, so they count from the
+daemon's start, as Prometheus counters do.  Rates are left to PromQL
+(`rate(tabfleet_job_tasks_finished_total[5m])`), never precomputed here.
+A job's name is a label of its tabfleet_job_info series only, joined in with
+`* on(job) group_left(name) tabfleet_job_info`.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .scheduler import site_of
 from .states import BUCKETS, FINISHED_JOB_STATES, JobState
 
 if TYPE_CHECKING:
@@ -30,6 +35,10 @@ log = logging.getLogger(__name__)
 
 _FINISHED = frozenset(s.value for s in FINISHED_JOB_STATES)
 MB = 2**20
+# Seconds one attempt that made an image took: from a fast local site to a slow image model.
+DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# An ended job's series stay this long, so the last scrapes see its final counts; then they go.
+ENDED_JOB_KEPT_S = 3600.0
 
 
 class FleetCollector(Collector):
@@ -37,9 +46,11 @@ class FleetCollector(Collector):
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.attempts: collections.Counter[str] = collections.Counter()  # outcome -> attempts ended so
-        self.failures: collections.Counter[str] = collections.Counter()  # error class -> failed attempts
+        self.attempts: collections.Counter[tuple[str, str]] = collections.Counter()  # (outcome, site) -> attempts ended so
+        self.failures: collections.Counter[tuple[str, str]] = collections.Counter()  # (error class, site) -> failed attempts
         self.finished: collections.Counter[str] = collections.Counter()  # done|failed -> tasks that ended so
+        self.job_finished: collections.Counter[tuple[str, str]] = collections.Counter()  # (job, done|failed) -> tasks
+        self.durations: dict[str, Durations] = collections.defaultdict(Durations)  # site -> attempts that made an image
         # States seen once stay listed at 0, so a series does not vanish when no worker is in that state.
         self.worker_states: set[str] = {"starting", "idle", "busy", "dead"}
         daemon.events.listen(self.on_event)
@@ -49,15 +60,23 @@ class FleetCollector(Collector):
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
+        if kind not in ("task_done", "task_retry", "task_failed"):
+            return
+        job = self.daemon.scheduler.jobs.get(event["job"]) or {}
+        site = site_of(job) if job else "unknown"
         if kind == "task_done":
             self.finished["done"] += 1
+            self.job_finished[(event["job"], "done")] += 1
             if not event.get("adopted"):  # an adopted image was made by an attempt counted before
-                self.attempts["done"] += 1
-        elif kind in ("task_retry", "task_failed"):
-            self.attempts["retry" if kind == "task_retry" else "failed"] += 1
-            self.failures[str(event.get("error_kind") or "unknown")] += 1
+                self.attempts[("done", site)] += 1
+                if event.get("seconds") is not None:
+                    self.durations[site].observe(float(event["seconds"]))
+        else:
+            self.attempts[("retry" if kind == "task_retry" else "failed", site)] += 1
+            self.failures[(str(event.get("error_kind") or "unknown"), site)] += 1
             if kind == "task_failed":
                 self.finished["failed"] += 1
+                self.job_finished[(event["job"], "failed")] += 1
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # names are only known at scrape time; nothing to check at registration
@@ -84,31 +103,50 @@ class FleetCollector(Collector):
         for bucket in BUCKETS:
             tasks.add_metric([bucket], sum(j["counts"].get(bucket, 0) for j in jobs))
         yield tasks
-        # Per-job series only for jobs still going: a daemon's job history would otherwise grow the series for ever.
-        job_tasks = GaugeMetricFamily("tabfleet_job_tasks", "Tasks of each unfinished job, by state.",
-                                      labels=["job", "name", "state"])
-        job_rate = GaugeMetricFamily("tabfleet_job_rate_per_minute", "Moving completion rate of each unfinished job.",
-                                     labels=["job", "name"])
-        for job in jobs:
-            if job["state"] in _FINISHED:
-                continue
+        # Per-job series only for jobs still going or just ended: a daemon's job history would otherwise grow them for ever.
+        now = time.time()
+        shown = [j for j in jobs if j["state"] not in _FINISHED or now - (j.get("finished") or now) < ENDED_JOB_KEPT_S]
+        info = GaugeMetricFamily("tabfleet_job_info", "1 for each job shown, with its name, site and state as labels.",
+                                 labels=["job", "name", "site", "state"])
+        job_tasks = GaugeMetricFamily("tabfleet_job_tasks", "Tasks of each job, by state.", labels=["job", "state"])
+        job_finished = CounterMetricFamily("tabfleet_job_tasks_finished", "Tasks of each job that ended done or failed, "
+                                           "since the daemon started.", labels=["job", "outcome"])
+        for job in shown:
+            info.add_metric([job["id"], job["name"], site_of(job), job["state"]], 1)
             for bucket in BUCKETS:
-                job_tasks.add_metric([job["id"], job["name"], bucket], job["counts"].get(bucket, 0))
-            job_rate.add_metric([job["id"], job["name"]], self.daemon.scheduler.rate_per_min(job["id"]))
-        yield job_tasks
-        yield job_rate
+                job_tasks.add_metric([job["id"], bucket], job["counts"].get(bucket, 0))
+            for outcome in ("done", "failed"):
+                job_finished.add_metric([job["id"], outcome], self.job_finished[(job["id"], outcome)])
+        yield from (info, job_tasks, job_finished)
+        oldest = GaugeMetricFamily("tabfleet_oldest_pending_task_age_seconds",
+                                   "How long the oldest task still waiting to run (in an active job) has been queued; "
+                                   "0 when none waits.")
+        waiting = [j["created"] for j in jobs if j["state"] == JobState.ACTIVE.value and j["counts"].get("pending")]
+        oldest.add_metric([], max(0.0, now - min(waiting)) if waiting else 0.0)
+        yield oldest
+        known = set(self.daemon.scheduler.jobs)
+        for key in [k for k in self.job_finished if k[0] not in known]:
+            del self.job_finished[key]  # pruned jobs: their counts go with them
 
     def _counters(self) -> Iterator[Metric]:
-        attempts = CounterMetricFamily("tabfleet_task_attempts", "Task attempts that ended, by outcome, since start.",
-                                       labels=["outcome"])
-        for outcome in ("done", "retry", "failed"):
-            attempts.add_metric([outcome], self.attempts[outcome])
+        attempts = CounterMetricFamily("tabfleet_task_attempts", "Task attempts that ended, by outcome and site, since start "
+                                       "(their rate is each site's current pace).", labels=["outcome", "site"])
+        sites = sorted({site for _, site in self.attempts} | {site for _, site in self.failures})
+        for site in sites:
+            for outcome in ("done", "retry", "failed"):
+                attempts.add_metric([outcome, site], self.attempts[(outcome, site)])
         yield attempts
-        failures = CounterMetricFamily("tabfleet_task_failures", "Failed task attempts by error class, since start.",
-                                       labels=["class"])
-        for cls, n in sorted(self.failures.items()):
-            failures.add_metric([cls], n)
+        failures = CounterMetricFamily("tabfleet_task_failures", "Failed task attempts by error class and site, since start.",
+                                       labels=["class", "site"])
+        for (cls, site), n in sorted(self.failures.items()):
+            failures.add_metric([cls, site], n)
         yield failures
+        duration = HistogramMetricFamily("tabfleet_task_duration_seconds",
+                                         "Seconds each attempt that made an image took, from send to saved image, by site.",
+                                         labels=["site"])
+        for site, observed in sorted(self.durations.items()):
+            duration.add_metric([site], observed.buckets(), observed.total)
+        yield duration
         finished = CounterMetricFamily("tabfleet_tasks_finished", "Tasks that ended done or failed, since start.",
                                        labels=["outcome"])
         for outcome in ("done", "failed"):
@@ -194,12 +232,43 @@ class FleetCollector(Collector):
         yield from (pace, answers, signals, deadline, unreachable)
         cooling = GaugeMetricFamily("tabfleet_account_cooling_seconds", "Seconds each account still has to cool down.",
                                     labels=["account"])
+        quota = GaugeMetricFamily("tabfleet_account_quota_exhausted",
+                                  "1 while an account waits out a plan quota (a stated wait over an hour), else 0.",
+                                  labels=["account"])
         for h in sorted(self.daemon.fleet.workers.values(), key=lambda h: h.wid):
+            account = self.daemon.limits.account_view(h.account, now)
             cooling.add_metric([h.account], self.daemon.limits.cooling(h.account, now))
+            quota.add_metric([h.account], 1 if account.get("quota") else 0)
         yield cooling
+        yield quota
         waiting = GaugeMetricFamily("tabfleet_jobs_waiting_for_output", "Jobs waiting for room in their output directory.")
         waiting.add_metric([], len(self.daemon.scheduler.disk.waiting))
         yield waiting
+
+
+class Durations:
+    """One histogram's counts per bucket, its count and its sum."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(DURATION_BUCKETS)
+        self.over = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total += seconds
+        for i, bound in enumerate(DURATION_BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+                return
+        self.over += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts per upper bound, +Inf last, as HistogramMetricFamily takes them."""
+        out, running = [], 0
+        for bound, n in zip(DURATION_BUCKETS, self.counts):
+            running += n
+            out.append((str(bound), float(running)))
+        return out + [("+Inf", float(running + self.over))]
 
 
 class Metrics:

@@ -127,6 +127,10 @@ class ServiceLink:
             self._last_status = text
             self.notifier.send(f"STATUS={text}")
 
+    def reloading(self, monotonic_usec: int) -> None:
+        """RELOADING=1 before a config reload; ready() follows when it is done."""
+        self.notifier.send("RELOADING=1", "STATUS=reloading the config", f"MONOTONIC_USEC={monotonic_usec}")
+
     def stopping(self, extend_s: float | None = None) -> None:
         # EXTEND_TIMEOUT_USEC keeps systemd from killing us mid-grace if TimeoutStopSec is shorter than the grace.
         fields = ["STOPPING=1", "STATUS=stopping"]

@@ -19,6 +19,8 @@ from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 
+from anyascii import anyascii
+
 from .errors import ForeignFile, OutDirError
 from .outdir import OutDir
 
@@ -40,13 +42,18 @@ _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _MIN_SLUG_LEN = 6
 
 
-def slugify(prompt: str, max_len: int = 48) -> str:
-    """Return a short, lowercase [a-z0-9-] name for ``prompt`` that is safe on any filesystem."""
+def slugify(prompt: str, max_len: int = 48, version: int | None = None) -> str:
+    """Return a short, lowercase [a-z0-9-] name for ``prompt`` that is safe on any filesystem.
+
+    ``version`` picks how non-ASCII text becomes ASCII (see NAMES_VERSION); a job keeps the version it was
+    queued with, so an upgrade never renames the images of a job already queued.
+    """
     if max_len < _MIN_SLUG_LEN:
         raise ValueError(f"max_len must be at least {_MIN_SLUG_LEN}, not {max_len}")
-    # NFKD splits "é" into "e" plus an accent, so dropping non-ASCII keeps the "e".
-    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode("ascii")
-    slug = _NOT_SLUG.sub("-", ascii_text.lower()).strip("-")
+    version = NAMES_VERSION if version is None else version
+    if version not in _TO_ASCII:
+        raise ValueError(f"unknown output name version {version} (known: {', '.join(map(str, sorted(_TO_ASCII)))})")
+    slug = _NOT_SLUG.sub("-", _TO_ASCII[version](prompt).lower()).strip("-")
     slug = slug[:max_len].rstrip("-")
     if not slug:
         return "prompt"
@@ -55,11 +62,32 @@ def slugify(prompt: str, max_len: int = 48) -> str:
     return slug
 
 
-def output_name(index: int, prompt: str) -> str:
-    """Return the image file name for the ``index``-th (1-based) prompt."""
+def _ascii_v1(text: str) -> str:
+    # NFKD splits "é" into "e" plus an accent, so dropping non-ASCII keeps the "e"; anything else is lost.
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+
+
+def _ascii_v2(text: str) -> str:
+    # anyascii transliterates every script ("Straße" -> "Strasse", "猫" -> "Mao"). A Chinese character is a
+    # syllable of its own and Chinese has no spaces, so each one becomes a word: "yi-zhi-mao", not "yizhimao".
+    return "".join(f" {anyascii(ch)} " if _is_ideograph(ch) else anyascii(ch) if ord(ch) > 127 else ch for ch in text)
+
+
+def _is_ideograph(ch: str) -> bool:
+    return ord(ch) > 0x2E7F and unicodedata.name(ch, "").startswith(("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH"))
+
+
+# Output name versions: 1 dropped what NFKD could not make ASCII (every Chinese prompt was "prompt"),
+# 2 transliterates. Jobs queued before versions existed have none and use 1.
+_TO_ASCII = {1: _ascii_v1, 2: _ascii_v2}
+NAMES_VERSION = 2
+
+
+def output_name(index: int, prompt: str, version: int | None = None) -> str:
+    """Return the image file name for the ``index``-th (1-based) prompt, made the job's way (``version``)."""
     if index < 1:
         raise ValueError(f"index is 1-based, got {index}")
-    return f"{index:05d}-{slugify(prompt)}.png"
+    return f"{index:05d}-{slugify(prompt, version=version)}.png"
 
 
 def write_atomic(path: Path, data: bytes) -> None:

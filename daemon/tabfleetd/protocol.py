@@ -100,21 +100,35 @@ def parse_request(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any], int | No
 
 
 def resolve_socket_path(explicit: str | None, env: Mapping[str, str], uid: int) -> Path:
-    """Find the control socket the same way on both sides.
+    """The daemon's control socket: the first of socket_candidates (never the service's, unless systemd names it)."""
+    return socket_candidates(explicit, env, uid)[0]
 
-    --socket, else $TABFLEET_SOCKET, else $RUNTIME_DIRECTORY (systemd), else
-    $XDG_RUNTIME_DIR/tabfleet, else /tmp/tabfleet-$UID.
+
+SERVICE_SOCKET = Path("/run/tabfleet") / SOCKET_NAME  # the systemd unit's RuntimeDirectory=tabfleet
+
+
+def socket_candidates(explicit: str | None, env: Mapping[str, str], uid: int) -> list[Path]:
+    """Where the control socket may be, in the order both sides look.
+
+    --socket, or else $TABFLEET_SOCKET, is the only candidate when given.
+    Otherwise: $RUNTIME_DIRECTORY (systemd), $XDG_RUNTIME_DIR/tabfleet,
+    /tmp/tabfleet-$UID, and last the system service's /run/tabfleet.  A
+    daemon takes the first; a client uses the first that exists, so an
+    operator reaches the service without exporting anything, while their own
+    daemon, if they run one, still comes first.
     """
     if explicit:
-        return Path(explicit)
+        return [Path(explicit)]
     if env.get("TABFLEET_SOCKET"):
-        return Path(env["TABFLEET_SOCKET"])
+        return [Path(env["TABFLEET_SOCKET"])]
+    found = []
     if env.get("RUNTIME_DIRECTORY"):
         # systemd may list several directories separated by colons; the first is ours
-        return Path(env["RUNTIME_DIRECTORY"].split(":")[0]) / SOCKET_NAME
+        found.append(Path(env["RUNTIME_DIRECTORY"].split(":")[0]) / SOCKET_NAME)
     if env.get("XDG_RUNTIME_DIR"):
-        return Path(env["XDG_RUNTIME_DIR"]) / "tabfleet" / SOCKET_NAME
-    return Path(f"/tmp/tabfleet-{uid}") / SOCKET_NAME
+        found.append(Path(env["XDG_RUNTIME_DIR"]) / "tabfleet" / SOCKET_NAME)
+    return found + [Path(f"/tmp/tabfleet-{uid}") / SOCKET_NAME, SERVICE_SOCKET]
+
 
 
 _OWNER_IN_NAME = re.compile(r"tabfleet-([0-9]+)")

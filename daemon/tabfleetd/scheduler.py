@@ -62,6 +62,7 @@ class Scheduler:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.running_per_job: collections.Counter[str] = collections.Counter()
         self.finish_times: dict[str, collections.deque[float]] = collections.defaultdict(lambda: collections.deque(maxlen=2000))
+        self.first_dispatch: dict[str, float] = {}  # job -> monotonic time its first task went out (since this start)
         self.job_events: dict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
         self.free_checked: dict[str, float] = {}  # job -> when its output's free space was last read
         self.unrecorded: list[Callable[[], Awaitable[None]]] = []  # outcomes the store could not take yet
@@ -151,7 +152,8 @@ class Scheduler:
                 if picked is None:
                     return wake
                 task, job = picked
-                path = Path(job["out"]) / outputs.output_name(task["index"], task["prompt"])
+                # A job queued before an upgrade keeps the names it was given (no "names": version 1).
+                path = Path(job["out"]) / outputs.output_name(task["index"], task["prompt"], job.get("names", 1))
                 try:
                     image = await loop.run_in_executor(None, outputs.read_image, path)
                 except OutDirError as exc:  # ForeignFile, or a job path that is not absolute and normalised
@@ -232,6 +234,7 @@ class Scheduler:
         self.outages.sending(site)
         handle.state, handle.task, handle.task_started = BUSY, task, time.monotonic()
         handle.last_dispatch = time.monotonic()
+        self.first_dispatch.setdefault(job["id"], handle.last_dispatch)
         self.running_per_job[job["id"]] += 1
         try:
             url = await self.site_urls(job)
@@ -415,8 +418,10 @@ class Scheduler:
         task, job = outcome
         if not adopted:  # an adopted image was made before; counting it would inflate the rate
             self.finish_times[job["id"]].append(time.monotonic())
+        took = None if adopted or not (fields.get("started") and fields.get("finished")) else \
+            round(fields["finished"] - fields["started"], 3)
         self.events.emit("task_done", job=job["id"], index=task["index"], prompt=task["prompt"], file=task["file"],
-                         worker=worker, attempts=task["attempts"], adopted=adopted)
+                         worker=worker, attempts=task["attempts"], adopted=adopted, seconds=took)
         self.job_changed(job)
 
     async def record_failure(self, wid: int, task: dict[str, Any], key: bytes, msg: dict[str, Any],
@@ -470,7 +475,8 @@ class Scheduler:
         await self.store("save_pacing", self.limits.state())
 
     def rate_per_min(self, job_id: str) -> float:
-        return moving_rate_per_min(self.finish_times.get(job_id, ()), time.monotonic(), RATE_WINDOW_S)
+        return moving_rate_per_min(self.finish_times.get(job_id, ()), time.monotonic(), RATE_WINDOW_S,
+                                   self.first_dispatch.get(job_id))
 
     def pacing_view(self, now: float) -> dict[str, Any]:
         view = self.limits.view(now)

@@ -18,6 +18,11 @@ batches leaves a consistent store that the next start carries on from:
     "move": {...}      a pause/resume/cancel is moving tasks; "after" is the last task key done
     "deleting": true   the job is being deleted (retention, or a submit that failed); invisible
 The store file is checked before LMDB opens it (storefile.py).
+
+meta's "format" is the store's format (FORMAT).  A change that only adds
+fields keeps it (a newer tabfleetd reads them with defaults, an older one
+ignores them); one an older tabfleetd would misread raises it, and then an
+older tabfleetd refuses the store instead of damaging it.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ import msgpack
 
 from . import storefile
 from .storethread import AsyncStore  # noqa: F401 - callers import it from here
-from .errors import IllegalTransition, StateError, UnknownJob
+from .errors import IllegalTransition, StateError, StoreFormatError, UnknownJob
 from .states import BUCKETS, FINISHED_JOB_STATES, TASK_BUCKET, JobState, TaskState, check_job, check_task
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
+FORMAT = 1
 _SEQ_IDX = struct.Struct(">QI")
 _READY_SEQ_IDX = struct.Struct(">QQI")
 
@@ -79,6 +85,24 @@ class Store:
             raise storefile.damaged(path, f"LMDB cannot open it ({exc})") from None
         storefile.check_readable(path, lambda: (self.list_jobs(), self.recorded_browsers()))
         storefile.mark_initialised(path)
+        self.format = self._check_format()
+
+    def _check_format(self) -> int:
+        """Stamp a store that has no format yet (new, or made before formats were kept) with FORMAT; refuse a newer one."""
+        def txn_fn(txn: lmdb.Transaction) -> int:
+            raw = txn.get(b"format", db=self.meta)
+            if raw is None:
+                txn.put(b"format", _pack(FORMAT), db=self.meta)
+                return FORMAT
+            return int(_unpack(raw))
+
+        found = self._write(txn_fn)
+        if found > FORMAT:
+            self.env.close()
+            raise StoreFormatError(f"the store in {self.path} has format {found}, written by a newer tabfleetd; this one "
+                                   f"reads format {FORMAT} at most. Install that newer version again, or start from a "
+                                   "backup made before the upgrade (README: Upgrades)")
+        return found
 
     def close(self) -> None:
         self.env.close()
@@ -107,8 +131,8 @@ class Store:
 
     def create_job(self, *, job_id: str, name: str, site: str, knobs: dict[str, str], out: str, prompts: list[str],
                    max_workers: int, max_attempts: int, source: str, profile: dict[str, Any] | None = None,
-                   uid: int | None = None, complete: bool = True) -> dict[str, Any]:
-        """Queue a new job with these tasks in one transaction.
+                   uid: int | None = None, complete: bool = True, names: int = 1) -> dict[str, Any]:
+        """Queue a new job with these tasks in one transaction; `names` is the output name version (outputs.py).
 
         With complete=False the job is "loading": add_tasks brings the rest and end_loading makes it dispatchable.
         """
@@ -123,7 +147,7 @@ class Store:
                 "id": job_id, "seq": seq, "name": name or job_id, "site": site, "profile": profile, "knobs": knobs,
                 "out": out, "source": source, "state": JobState.ACTIVE.value, "total": 0,
                 "counts": dict.fromkeys(BUCKETS, 0), "max_workers": max_workers, "created": now, "finished": None,
-                "uid": uid,
+                "uid": uid, "names": names,
             }
             if not complete:
                 job["loading"] = True

@@ -38,6 +38,7 @@ from .config import Config
 from .devtools import connect_browser
 from .display import VirtualDisplay
 from .errors import BrowserError, OutDirError, ProfileError, SiteError
+from .journal import log_to_stderr
 from .outdir import is_image
 from .outputs import read_image, write_atomic
 from .sites import adapter_for
@@ -69,8 +70,7 @@ def die_with_parent() -> None:
 def main(wid: int, conn: Connection, config: Config, chromium: str) -> None:
     """Process entry point."""
     die_with_parent()
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s worker-{wid} %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(config.log_level, config.log_format == "journal", f"worker-{wid}")
     for noisy in ("pyppeteer", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.exit(asyncio.run(Worker(wid, conn, config, chromium).run()))

@@ -44,7 +44,25 @@ def test_demo_starts_a_daemon_makes_images_and_stops_it(short_tmp: Path, make_da
 
 
 def test_demo_uses_a_running_daemon(daemon: Any) -> None:
-    """With a daemon already running, demo submits to it and leaves it running."""
+    """With a daemon already running, demo submits to it, says which of its settings cannot apply, and leaves it running."""
     result = daemon.ctl("demo", "--count", "4", "--latency", "0.1", check=True)
-    assert "starting tabfleetd" not in result.stdout and "4 images in" in result.stdout
+    assert "starting tabfleetd" not in result.stdout and "4 images in" in result.stdout and "note:" not in result.stderr
     assert daemon.call("ping")["pong"]
+    ignored = daemon.ctl("demo", "--count", "2", "--latency", "0.1", "--workers", "5", "--keep-daemon", check=True)
+    assert "note: tabfleetd is already running with 2 workers; --workers applies only to a daemon the demo starts" \
+        in ignored.stderr
+    assert "note: tabfleetd was already running; the demo leaves it running anyway" in ignored.stderr
+    assert len(daemon.call("workers")["workers"]) == 2
+
+
+def test_demo_makes_more_than_the_written_samples(daemon: Any) -> None:
+    """--count beyond the 36 written prompts generates more, each a distinct prompt with its own image."""
+    result = daemon.ctl("demo", "--count", "45", "--latency", "0.05", "--json", timeout=150, check=True)
+    final = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (final["state"], final["done"], final["total"]) == ("done", 45, 45)
+    out = Path(final["out"])
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len({r["prompt"] for r in records}) == 45
+    for record in records:
+        assert (out / record["file"]).read_bytes() == render_png(record["prompt"])
+    assert daemon.ctl("demo", "--count", "10001").returncode == 2

@@ -38,8 +38,8 @@ def scrape(daemon: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], metric: str, **labels: str) -> float:
+    return samples[(metric, tuple(sorted(labels.items())))]
 
 
 def test_metrics_after_a_batch_with_a_poison_prompt(module_daemon: Any) -> None:
@@ -51,13 +51,26 @@ def test_metrics_after_a_batch_with_a_poison_prompt(module_daemon: Any) -> None:
     assert value(samples, "tabfleet_jobs", state="failed") == 1 and value(samples, "tabfleet_jobs", state="active") == 0
     tasks = {state: value(samples, "tabfleet_tasks", state=state) for state in ("done", "failed", "running", "pending", "cancelled")}
     assert tasks == {"done": 6, "failed": 1, "running": 0, "pending": 0, "cancelled": 0}
-    assert value(samples, "tabfleet_task_attempts_total", outcome="done") == 6
-    assert value(samples, "tabfleet_task_attempts_total", outcome="retry") == 1
-    assert value(samples, "tabfleet_task_attempts_total", outcome="failed") == 1
-    failures = {dict(labels)["class"]: v for (name, labels), v in samples.items() if name == "tabfleet_task_failures_total"}
-    assert sum(failures.values()) == 2 and all(failures), failures
+    assert value(samples, "tabfleet_task_attempts_total", outcome="done", site="demo") == 6
+    assert value(samples, "tabfleet_task_attempts_total", outcome="retry", site="demo") == 1
+    assert value(samples, "tabfleet_task_attempts_total", outcome="failed", site="demo") == 1
+    failures = {(dict(labels)["class"], dict(labels)["site"]): v for (name, labels), v in samples.items()
+                if name == "tabfleet_task_failures_total"}
+    assert failures == {("transient", "demo"): 2}, failures
     assert value(samples, "tabfleet_tasks_finished_total", outcome="done") == 6
-    assert not [k for k in samples if k[0] == "tabfleet_job_tasks"], "finished jobs have no per-job series"
+    # The job just ended: its series stay (for the last scrapes), its name only on tabfleet_job_info.
+    assert value(samples, "tabfleet_job_info", job=job, name="p", site="demo", state="failed") == 1
+    assert value(samples, "tabfleet_job_tasks", job=job, state="done") == 6
+    assert value(samples, "tabfleet_job_tasks_finished_total", job=job, outcome="done") == 6
+    assert value(samples, "tabfleet_job_tasks_finished_total", job=job, outcome="failed") == 1
+    assert not [k for k in samples if k[0] != "tabfleet_job_info" and "name" in dict(k[1])], "the name is on info only"
+    assert not [k for k in samples if k[0] == "tabfleet_job_rate_per_minute"], "rates are PromQL's, not precomputed"
+    # Six images at 0.2 s each: all in the histogram, none faster than the site's latency.
+    assert value(samples, "tabfleet_task_duration_seconds_count", site="demo") == 6
+    assert value(samples, "tabfleet_task_duration_seconds_sum", site="demo") >= 6 * 0.2
+    assert value(samples, "tabfleet_task_duration_seconds_bucket", site="demo", le="+Inf") == 6
+    assert value(samples, "tabfleet_oldest_pending_task_age_seconds") == 0
+    assert value(samples, "tabfleet_account_quota_exhausted", account="worker-1") == 0
     assert value(samples, "tabfleet_memory_limit_bytes") > value(samples, "tabfleet_memory_used_bytes") > 0
     # What pacing learned: six 0.2 s answers give the floor deadline; nothing was refused or unreachable.
     assert value(samples, "tabfleet_site_answer_deadline_seconds", site="demo") == 5.0
@@ -91,10 +104,12 @@ def test_running_job_and_worker_restart(module_daemon: Any) -> None:
     """A running job has per-job series that add up; a killed worker shows as a restart."""
     (module_daemon.work / "q.txt").write_text("\n".join(f"a paper lantern number {i}" for i in range(6)) + "\n")
     job = json.loads(module_daemon.ctl("submit", "q.txt", "--knob", "latency=0.3", "--json", check=True).stdout)["job"]
+    time.sleep(1)
     samples = scrape(module_daemon)
     per_job = {dict(labels)["state"]: v for (name, labels), v in samples.items()
                if name == "tabfleet_job_tasks" and dict(labels)["job"] == job}
     assert sum(per_job.values()) == 6, per_job
+    assert value(samples, "tabfleet_oldest_pending_task_age_seconds") >= 1, "the job's tasks have waited since submit"
     before = value(samples, "tabfleet_worker_restarts_total", worker="2")
     pid = next(w["pid"] for w in module_daemon.call("workers")["workers"] if w["id"] == 2)
     os.kill(pid, signal.SIGKILL)

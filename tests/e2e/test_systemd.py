@@ -8,6 +8,7 @@ boot-time cleanup empties /tmp.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -70,8 +71,12 @@ class Sandbox:
         return {int(p) for p in out.split()}
 
     def ctl(self, *args: str, cwd: str = "/srv/tabfleet", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return self.run("sh", "-c", f'cd {cwd} && TABFLEET_SOCKET={SOCKET} exec "$@"', "ctl", f"{BIN}/tabfleetctl", *args,
-                        check=False, timeout=timeout)
+        """tabfleetctl as an operator runs it: nothing exported, so it must find the service's socket itself."""
+        return self.run("sh", "-c", f'cd {cwd} && unset TABFLEET_SOCKET RUNTIME_DIRECTORY && exec "$@"', "ctl",
+                        f"{BIN}/tabfleetctl", *args, check=False, timeout=timeout)
+
+    def workers(self) -> int:
+        return len(json.loads(self.ctl("workers", "--json").stdout)["workers"])
 
     def journal(self) -> str:
         return self.run("journalctl", "-u", "tabfleetd", "--no-pager", "-o", "cat", check=False).stdout
@@ -117,14 +122,26 @@ def wait_for(what: str, check: object, timeout: float = 30, every: float = 0.1) 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def install(box: Sandbox) -> None:
+def hidden_from_the_service() -> list[str]:
+    """Drop-in lines that show the service this checkout and venv where the unit's PrivateTmp would hide them.
+
+    A real deployment installs into /opt/tabfleet; a test run may live anywhere, /tmp included, and the
+    unit's PrivateTmp=yes gives the service an empty /tmp of its own. Binding the checkout and the venv
+    read-only into it keeps every hardening option as shipped.
+    """
+    needed = {Path(sys.prefix), REPO, Path(os.path.realpath(sys.executable)).parent}
+    return [f"BindReadOnlyPaths={path}" for path in sorted(needed)
+            if any(path.is_relative_to(hidden) for hidden in (Path("/tmp"), Path("/var/tmp")))]
+
+
+def install(box: Sandbox) -> str:
     """Install the shipped unit, user and config the way the README says, adapted to this machine."""
     box.put("/etc/sysusers.d/tabfleet.conf", SYSUSERS.read_text())
     box.run("systemd-sysusers")
     box.put("/etc/systemd/system/tabfleetd.service", UNIT.read_text())
     exec_lines = [line for line in unit_for_this_machine().splitlines() if line.startswith(("ExecStart=", "ExecStop="))]
     box.put("/etc/systemd/system/tabfleetd.service.d/test.conf", "\n".join([
-        "[Service]", "ExecStart=", "ExecStop=", *exec_lines,
+        "[Service]", "ExecStart=", "ExecStop=", *exec_lines, *hidden_from_the_service(),
         # Shorter timers, so the test is quick; everything else is as shipped.
         "WatchdogSec=2", "RestartSec=1", "TimeoutAbortSec=2", ""]))
     config = re.sub(r"(?m)^workers = .*$", "workers = 1", SERVICE_CONFIG.read_text())
@@ -142,12 +159,13 @@ def install(box: Sandbox) -> None:
     box.run("install", "-d", "-o", "tabfleet", "-g", "tabfleet", "-m", "2770", "/srv/tabfleet")
     box.put("/srv/tabfleet/prompts.txt", "a lighthouse at dusk\na fox in snow\n")
     box.run("systemctl", "daemon-reload")
+    return config
 
 
 def test_unit_runs_under_real_systemd(sandbox: Sandbox) -> None:
     """Installed in a real systemd: start reaches READY, kill -9 and SIGSTOP (watchdog) restart it, stop leaves no Chromium."""
     box = sandbox
-    install(box)
+    config = install(box)
 
     box.run("systemctl", "start", "tabfleetd", timeout=90)  # Type=notify: returns once READY=1 arrived
     state = box.show("ActiveState", "SubState", "MainPID", "StatusText", "User")
@@ -161,6 +179,19 @@ def test_unit_runs_under_real_systemd(sandbox: Sandbox) -> None:
     done = box.ctl("submit", "prompts.txt", "--wait", "--knob", "latency=0.2")
     assert done.returncode == 0, done.stderr + box.journal()
     wait_for("STATUS= with the finished tasks", lambda: "2 done" in box.show("StatusText")["StatusText"])
+    ping = box.ctl("ping").stdout
+    assert f"on {SOCKET}" in ping, ping  # found by tabfleetctl itself, nothing exported
+
+    # The config is the unit's /etc/tabfleet/tabfleetd.toml, read by default; `systemctl reload` applies a new
+    # worker count, and the key that needs a restart is a warning in the journal (priorities pass through).
+    assert box.workers() == 1
+    box.put("/etc/tabfleet/tabfleetd.toml", config.replace("workers = 1", "workers = 2") + "demo_port = 1\n")
+    box.run("systemctl", "reload", "tabfleetd")
+    wait_for("the second worker after a reload", lambda: box.workers() == 2)
+    assert box.show("MainPID")["MainPID"] == main, "a reload is not a restart"
+    warnings = box.run("journalctl", "-p", "warning", "-u", "tabfleetd", "--no-pager", "-o", "cat").stdout
+    assert "config key demo_port changed to 1; it takes effect when tabfleetd next starts" in warnings, warnings
+    assert "tabfleetd ready" not in warnings and "tabfleetd ready" in box.journal()
 
     browsers = box.pids("-x", "chromium")
     assert browsers

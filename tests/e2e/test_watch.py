@@ -129,7 +129,7 @@ def test_watch_draws_a_live_view_on_a_terminal(module_daemon: Any) -> None:
         if proc.poll() is None:
             proc.kill()
     screen = ANSI.sub("", output.decode(errors="replace"))
-    assert "┏" in screen and "workers" in screen and "current prompt" in screen
+    assert "─" in screen and "workers" in screen and "current prompt" in screen
     assert "6/6" in screen and "100%" in screen and "memory" in screen
     assert f"job {job} done: 6 done, 0 failed of 6" in screen
 

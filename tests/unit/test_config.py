@@ -253,3 +253,31 @@ def test_task_caps_accept_zero_for_no_limit(tmp_path: Path) -> None:
     assert (cfg.max_tasks_per_job, cfg.max_queued_tasks) == (0, 0)
     with pytest.raises(ConfigError, match="max_queued_tasks"):
         load(_write(tmp_path, "max_queued_tasks = -1\n"), {}, {}, HOME)
+
+
+def test_every_problem_is_reported_at_once_naming_the_file(tmp_path: Path) -> None:
+    """Three mistakes give one ConfigError that names the file once and lists all three (with a near key's name)."""
+    path = _write(tmp_path, 'workers = 0\nwrokers = 2\nlog_level = "loud"\nheadless = true\n')
+    with pytest.raises(ConfigError) as info:
+        load(path, {}, {}, HOME)
+    message = str(info.value)
+    assert message.startswith(f"{path}: 3 problems")
+    assert message.count(str(path)) == 1
+    assert "\n  key 'workers' must be at least 1" in message
+    assert "\n  unknown key 'wrokers' (did you mean 'workers'?)" in message
+    assert "\n  key 'log_level' must be one of debug, error, info, warning" in message
+
+
+def test_describe_pins_nothing() -> None:
+    """describe() is a commented example: no key is set, each default shows as a comment, reloadable keys say so."""
+    text = describe()
+    assert [line for line in text.splitlines() if line and not line.startswith("#")] == []
+    assert "# workers = 2" in text and "# log_format = \"auto\"" in text
+    assert "worker processes, each with its own Chromium (reload)" in text
+
+
+def test_log_format_is_checked() -> None:
+    """log_format takes auto, journal or text."""
+    assert load(None, {"log_format": "journal"}, {}, HOME).log_format == "journal"
+    with pytest.raises(ConfigError, match="'log_format' must be one of auto, journal, text"):
+        load(None, {"log_format": "syslog"}, {}, HOME)

@@ -68,3 +68,23 @@ def test_protocol_check_would_catch_a_heavy_import(tmp_path: Path) -> None:
     proc = _run(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "lmdb" in json.loads(proc.stdout)
+
+
+def test_sites_check_runs_the_pure_checker_and_loads_nothing_heavy(tmp_path: Path) -> None:
+    """`sites check` (and submit's own check) loads tabfleetd.profiles, which is standard library only, and nothing heavy."""
+    (tmp_path / "mine.toml").write_text(Path(__file__).parents[2].joinpath("daemon/tabfleetd/sites/demo.toml").read_text())
+    code = ("import sys, json\n"
+            "from tabfleetctl.cli import main\n"
+            "try:\n"
+            "    main(['--socket', 'none.sock', 'sites', 'check', 'mine.toml'])\n"
+            "except SystemExit as stop:\n"
+            "    code = stop.code\n"
+            f"bad = [m for m in {HEAVY!r} if m in sys.modules]\n"
+            "ours = sorted(m for m in sys.modules if m == 'tabfleetd' or m.startswith('tabfleetd.'))\n"
+            "print(json.dumps({'code': code, 'heavy': bad, 'ours': ours}))\n")
+    proc = _run(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["code"] == 0, proc.stdout
+    assert result["heavy"] == []
+    assert result["ours"] == ["tabfleetd", "tabfleetd.errors", "tabfleetd.profiles", "tabfleetd.protocol"]

@@ -93,6 +93,19 @@ def test_rate_does_not_overshoot_on_two_results() -> None:
     assert moving_rate_per_min([], now=11.0, window_s=120) == 0.0
 
 
+def test_early_rate_counts_from_the_first_dispatch() -> None:
+    """Three workers at 3 s each: the first three images, landing together, read as the ideal 60/min, not a spike."""
+    dispatched = 100.0
+    first = [103.0, 103.02, 103.05]
+    assert moving_rate_per_min(first, now=103.05, window_s=120, since=dispatched) == round(3 * 60 / 3.05, 2)
+    assert moving_rate_per_min(first, now=103.05, window_s=120) == 2400.0  # from the first completion: the spike seen before
+    # Before anything finishes the rate is 0, and a stall after the first results lowers it.
+    assert moving_rate_per_min([], now=102.0, window_s=120, since=dispatched) == 0.0
+    assert moving_rate_per_min(first, now=106.0, window_s=120, since=dispatched) == 30.0
+    # Once the job is older than the window, the window alone counts.
+    assert moving_rate_per_min([150.0 + i for i in range(100)], now=250.0, window_s=120, since=dispatched) == 50.0
+
+
 def test_rate_falls_during_a_stall() -> None:
     """With nothing finishing, the rate drops as time passes, and is 0 once the window is empty."""
     times = [100.0 + i for i in range(11)]

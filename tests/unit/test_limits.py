@@ -136,3 +136,19 @@ def test_what_was_learned_survives_a_restart(sim: Any) -> None:
     assert fresh.cooling("a0", 0.0) > 0
     assert fresh.site("s").answer_clock.percentile() == learned.site("s").answer_clock.percentile()
     assert limits.view(0.0)["sites"] == {}
+
+
+def test_a_reload_gives_sites_and_accounts_their_new_configured_rate() -> None:
+    """configure() after a reload: a configured pace takes the new rate, one the site halved stays under it, 0 lifts it."""
+    limits = Limits(60.0, 0.0)
+    limits.site("quiet")
+    limits.site("halved").rate.on_rate_limit(observed_per_min=60.0)
+    limits.account("worker-1")
+    limits.configure(120.0, 30.0)
+    assert limits.site("quiet").rate.current == 120.0
+    assert limits.site("halved").rate.current == 30.0 and limits.site("halved").rate.ceiling == 120.0
+    assert limits.account("worker-1").rate.current == 30.0
+    assert limits.site("new").rate.current == 120.0  # sites seen later start from the new rate too
+    limits.configure(0.0, 0.0)
+    assert limits.site("quiet").rate.current is None and limits.account("worker-1").rate.current is None
+    assert limits.site("halved").rate.current == 30.0, "what the site taught stays when the configured cap goes"

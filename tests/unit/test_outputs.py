@@ -46,15 +46,42 @@ def test_slugify_examples(prompt: str, slug: str) -> None:
     assert slugify(prompt) == slug
 
 
-@pytest.mark.parametrize("prompt", ["", "   ", "🐱🚀🌕", "!!!---???", "日本語のプロンプト", ".", ".."])
+@pytest.mark.parametrize("prompt", ["", "   ", "!!!---???", ".", "..", "\u200b\u200d"])
 def test_slugify_empty_result_falls_back(prompt: str) -> None:
-    """Prompts with nothing ASCII-alphanumeric in them become "prompt"."""
+    """Prompts with nothing to spell in them become "prompt"."""
     assert slugify(prompt) == "prompt"
 
 
-def test_slugify_emoji_between_words() -> None:
-    """Emoji between words collapse into one separator."""
-    assert slugify("cat 🐱🐱 dog") == "cat-dog"
+@pytest.mark.parametrize(
+    "prompt, slug",
+    [
+        ("一只猫在月光下", "yi-zhi-mao-zai-yue-guang-xia"),
+        ("Straße", "strasse"),
+        ("Кот в сапогах", "kot-v-sapogakh"),
+        ("Ελληνικά γάτα", "ellinika-gata"),
+        ("안녕하세요 고양이", "annyeonghaseyo-goyangi"),
+        ("a 猫 on the moon", "a-mao-on-the-moon"),
+        ("cat 🐱 dog", "cat-cat-dog"),
+    ],
+)
+def test_slugify_transliterates_every_script(prompt: str, slug: str) -> None:
+    """Non-Latin prompts keep a meaningful name: transliterated, each Chinese character a word of its own."""
+    assert slugify(prompt) == slug
+
+
+@pytest.mark.parametrize("prompt", ["🐱🚀🌕", "日本語のプロンプト", "一只猫在月光下", "Кот"])
+def test_version_1_names_are_kept_for_jobs_queued_before(prompt: str) -> None:
+    """Version 1 (jobs queued before transliteration) still drops what NFKD cannot make ASCII, so their names never change."""
+    assert slugify(prompt, version=1) == "prompt"
+    assert slugify("cat 🐱🐱 dog", version=1) == "cat-dog"
+    assert slugify("Straße", version=1) == "strae"
+    assert output_name(3, "Straße", 1) == "00003-strae.png"
+
+
+def test_unknown_name_version_is_refused() -> None:
+    """A job naming a version this tabfleetd does not know is an error, not a silent rename."""
+    with pytest.raises(ValueError, match="unknown output name version 9"):
+        slugify("x", version=9)
 
 
 def test_slugify_long_prompt_is_cut_without_trailing_dash() -> None:
@@ -105,11 +132,13 @@ def test_slugify_path_separators(prompt: str, slug: str) -> None:
 
 @pytest.mark.parametrize(
     "prompt",
-    ["../x", "nul", "A" * 300, "🐱", "x/" * 40, "\x00\x01\x7f", "CON.txt", "-", "é" * 60, "aux:", "  .  "],
+    ["../x", "nul", "A" * 300, "🐱", "x/" * 40, "\x00\x01\x7f", "CON.txt", "-", "é" * 60, "aux:", "  .  ", "猫" * 40,
+     "ℂ𝕆ℕ", "\u202ecod.exe", "ǅ ǈ"],
 )
-def test_slugify_is_always_safe(prompt: str) -> None:
-    """Whatever the prompt, the slug is short, ASCII, dash-joined and not a reserved name."""
-    slug = slugify(prompt)
+@pytest.mark.parametrize("version", [1, 2])
+def test_slugify_is_always_safe(prompt: str, version: int) -> None:
+    """Whatever the prompt and name version, the slug is short, ASCII, dash-joined and not a reserved name."""
+    slug = slugify(prompt, version=version)
     assert SAFE_SLUG.fullmatch(slug), slug
     assert len(slug) <= 48
     assert slug not in RESERVED
@@ -119,7 +148,7 @@ def test_slugify_is_always_safe(prompt: str) -> None:
 def test_output_name() -> None:
     """Output names are the zero-padded 1-based index, a dash, the slug and .png."""
     assert output_name(1, "A cat") == "00001-a-cat.png"
-    assert output_name(123, "🐱") == "00123-prompt.png"
+    assert output_name(123, "🐱") == "00123-cat.png"
     assert output_name(7, "nul") == "00007-nul-.png"
     assert output_name(123456, "x") == "123456-x.png"
 

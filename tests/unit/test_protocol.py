@@ -22,6 +22,7 @@ from tabfleetd.protocol import (
     parse_request,
     request,
     resolve_socket_path,
+    socket_candidates,
 )
 
 # --- encode / decode ------------------------------------------------------------
@@ -229,6 +230,20 @@ def test_socket_tmp_fallback_uses_uid() -> None:
     """With nothing set the socket lives in /tmp/tabfleet-UID."""
     assert resolve_socket_path(None, {}, 1234) == Path("/tmp/tabfleet-1234/tabfleetd.sock")
     assert resolve_socket_path(None, {"XDG_RUNTIME_DIR": ""}, 0) == Path("/tmp/tabfleet-0/tabfleetd.sock")
+
+
+def test_socket_candidates_end_with_the_service_socket() -> None:
+    """A client looks at the user's own places first and the systemd service's /run/tabfleet last."""
+    assert socket_candidates(None, {"XDG_RUNTIME_DIR": "/run/user/1000"}, 1000) == [
+        Path("/run/user/1000/tabfleet/tabfleetd.sock"), Path("/tmp/tabfleet-1000/tabfleetd.sock"),
+        Path("/run/tabfleet/tabfleetd.sock")]
+    assert socket_candidates(None, {}, 0)[-1] == protocol.SERVICE_SOCKET
+
+
+def test_named_socket_is_the_only_candidate() -> None:
+    """--socket or $TABFLEET_SOCKET names the one place to look: no fallback to another daemon."""
+    assert socket_candidates("/explicit.sock", FULL_ENV, 1000) == [Path("/explicit.sock")]
+    assert socket_candidates(None, FULL_ENV, 1000) == [Path("/env/sock")]
 
 
 def test_socket_name_constant() -> None:

@@ -6,11 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lmdb
+import msgpack
 import pytest
 
-from tabfleetd.errors import IllegalTransition, UnknownJob
+from tabfleetd.errors import IllegalTransition, StoreFormatError, UnknownJob
 from tabfleetd.states import BUCKETS, JobState, TaskState
-from tabfleetd.store import Store, task_key
+from tabfleetd.store import FORMAT, Store, task_key
 
 NOW = 1_700_000_000.0
 
@@ -622,3 +624,20 @@ def test_finish_uses_wall_clock_for_job_finished(store: Store) -> None:
     _, j = store.finish(task_key(job["id"], 1), TaskState.DONE)
     assert before <= j["finished"] <= time.time()
     assert all(b in j["counts"] for b in BUCKETS)
+
+
+def test_store_format_is_stamped_and_a_newer_one_refused(tmp_path: Path) -> None:
+    """A new store gets format 1 and keeps it across opens; one stamped by a newer tabfleetd is refused, untouched."""
+    path = tmp_path / "store"
+    first = Store(path)
+    assert first.format == FORMAT == 1
+    first.close()
+    again = Store(path)
+    assert again.format == FORMAT
+    again.close()
+    env = lmdb.open(str(path), max_dbs=8, subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(b"format", msgpack.packb(FORMAT + 1), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(StoreFormatError, match="format 2, written by a newer tabfleetd; this one reads format 1"):
+        Store(path)

@@ -11,7 +11,8 @@ from typing import Any
 from rich.console import Console
 
 from tabfleetctl.export import write
-from tabfleetctl.watch import LiveView, PlainView, segment_widths
+from tabfleetctl.tables import segment_widths
+from tabfleetctl.watch import LiveView, PlainView
 
 NOW = time.time()
 
