@@ -21,8 +21,8 @@ from .app import Daemon, StateLock
 from .browser import find_chromium
 from .errors import AlreadyRunning, BrowserError, ConfigError, StoreDamaged, StoreFormatError
 from .journal import log_to_stderr, stderr_is_journal
-from .store import Store
 from .notify import ENV_NAMES, Notifier, ServiceEnv, ServiceLink
+from .store import Store
 
 # Named exit codes (sysexits.h), so systemd units and scripts can tell failures apart.
 EXIT_OK = 0
@@ -142,9 +142,33 @@ def main(config_path: Path | None, socket: str | None, state_dir: Path | None, w
     sys.exit(code)
 
 
-from .errors import AlreadyRunning, BrowserError, ConfigError, StoreDamaged, StoreFormatError
-from .journal import log_to_stderr, stderr_is_journal
-from .store import Store
+def restore(cfg: config_module.Config) -> int:
+    """--restore-store: with the state dir locked (no daemon running), put data.mdb.prev back and check it opens."""
+    lock = StateLock(cfg.state_dir)
+    path = cfg.state_dir / "store"
+    try:
+        lock.acquire()
+        done = storefile.restore(path)
+        Store(path, cfg.map_size_mb << 20).close()
+    except AlreadyRunning as exc:
+        click.echo(f"tabfleetd: {exc}", err=True)
+        return EXIT_ALREADY_RUNNING
+    except (StoreDamaged, OSError) as exc:
+        click.echo(f"tabfleetd: cannot restore the store: {exc}", err=True)
+        return EXIT_STORE_DAMAGED
+    finally:
+        lock.release()
+    click.echo(f"tabfleetd: {done}; start the daemon again")
+    return EXIT_OK
+
+
+def config_file(option: Path | None, env: dict[str, str]) -> Path | None:
+    """--config, else $TABFLEET_CONFIG (which must exist), else the unit's /etc/tabfleet/tabfleetd.toml if there is one."""
+    if option is not None:
+        return option
+    if env.get("TABFLEET_CONFIG"):
+        return Path(env["TABFLEET_CONFIG"])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
 def _report(message: str, detached: bool) -> None:

@@ -14,7 +14,6 @@ any later window (goal: at most 1).
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from benchlib import BenchDaemon
