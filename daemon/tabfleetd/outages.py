@@ -29,6 +29,7 @@ class Outage:
     retry_at: float
     failures: int = 1
     probing: bool = False  # a probe task is out; the others wait for its answer
+    probe: str | None = None  # that task's key
 
     def view(self, now: float) -> dict[str, Any]:
         return {"reason": self.reason, "since": self.since, "retry_in_s": round(max(0.0, self.retry_at - now), 1),
@@ -75,10 +76,15 @@ class SiteOutages:
             return BACKOFF_CAP_S  # the probe's answer kicks the scheduler
         return max(0.0, outage.retry_at - now)
 
-    def sending(self, site: str) -> None:
+    def sending(self, site: str, key: str | None = None) -> None:
         outage = self.down.get(site)
         if outage is not None:
-            outage.probing = True
+            outage.probing, outage.probe = True, key
+
+    def is_probe(self, site: str, key: str) -> bool:
+        """True for the task sent to see whether a down site is back."""
+        outage = self.down.get(site)
+        return outage is not None and outage.probing and outage.probe == key
 
     def unanswered(self, site: str) -> None:
         """A probe that ended saying nothing of the site (its worker died, its browser crashed): send another."""

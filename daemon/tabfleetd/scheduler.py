@@ -231,7 +231,7 @@ class Scheduler:
         site = site_of(job)
         key = task_key(job["id"], task["index"]).decode()
         self.limits.take(site, handle.account, key, time.time())
-        self.outages.sending(site)
+        self.outages.sending(site, key)
         handle.state, handle.task, handle.task_started = BUSY, task, time.monotonic()
         handle.last_dispatch = time.monotonic()
         self.first_dispatch.setdefault(job["id"], handle.last_dispatch)
@@ -301,6 +301,8 @@ class Scheduler:
         job = self.jobs.get(task["job"], {})
         site, now = site_of(job), time.time()
         kind = str(msg.get("kind"))
+        # A probe of a down site that fails short of an answer proves nothing of the prompt: its attempt is free.
+        probe = self.outages.is_probe(site, key.decode())
         self.pace(handle, site, key.decode(), msg, now)
         if msg.get("ok"):
             handle.tasks_done += 1
@@ -312,6 +314,8 @@ class Scheduler:
         else:
             handle.last_error = f"{kind}: {msg.get('error')}"
             decision = self.decide(task, job, site, msg, now)
+            if probe and kind in (TRANSIENT, TIMEOUT):
+                decision = Decision(TaskState.RETRY_WAIT, now + self.policy.delay(1), refund=True)
             # The worker's fate is settled before any await, so no task is handed to a worker about to restart.
             self.judge_worker(handle, decision, kind, str(msg.get("blame") or "worker"))
             work = lambda: self.record_failure(handle.wid, task, key, msg, decision)

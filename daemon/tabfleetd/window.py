@@ -192,7 +192,7 @@ class WindowPacer:
 
     def state(self) -> dict[str, Any]:
         return {"count": self.estimate.count if self.estimate else None,
-                "window_s": round(self.estimate.window_s, 2) if self.estimate else None,
+                "window_s": self.estimate.window_s if self.estimate else None,
                 "signal_until": self.signal_until, "last_signal": self.last_signal, "signals": self.signals}
 
     @classmethod

@@ -57,7 +57,8 @@ def test_every_command_speaks_json(module_daemon: Any) -> None:
     assert json.loads(d.ctl("sites", "show", "demo", "--json", check=True).stdout)["text"] == profiles.builtin_text("demo")
     (d.work / "demo.toml").write_text(profiles.builtin_text("demo"))
     assert json.loads(d.ctl("sites", "check", "demo.toml", "--json", check=True).stdout) == {
-        "file": "demo.toml", "ok": True, "name": "demo", "problems": [], "checked_by": "tabfleetctl and tabfleetd"}
+        "file": "demo.toml", "ok": True, "name": "demo", "problems": [], "checked_by": "tabfleetctl and tabfleetd",
+        "keys": []}
     status = json.loads(d.ctl("status", job, "--json", check=True).stdout)
     assert status["jobs"][0]["state"] == "cancelled"
     tasks = [json.loads(line) for line in d.ctl("tasks", job, "--json", check=True).stdout.splitlines()]
