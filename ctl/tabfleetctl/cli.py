@@ -20,7 +20,7 @@ from .client import (BUSY_WAIT_S, Client, DaemonBusy, DaemonError, DaemonNotRunn
                      default_socket)
 from .samples import DEMO_PROMPTS
 from .terminal import printable
-from .watch import pace_line
+from .watch import browser_cell, pace_line
 
 # Named exit codes.
 EXIT_OK = 0
@@ -193,9 +193,11 @@ def status(ctx: Ctx, job: str | None, as_json: bool) -> None:
 def workers_table(workers: list[dict[str, Any]]) -> str:
     if not workers:
         return "no workers"
-    return table(["WORKER", "PID", "STATE", "HEALTH", "DONE", "MEM MB", "RESTARTS", "CURRENT / LAST ERROR"],
-                 [[w["id"], w["pid"] or "", w["state"], account_health(w)[:40], w["tasks_done"], f"{w['rss_mb']:.0f}",
-                   w["restarts"], (w.get("current_prompt") or "")[:40] or (w["last_error"] or "")[:60]] for w in workers])
+    return table(["WORKER", "PID", "STATE", "HEALTH", "ACCOUNT", "BROWSER", "DONE", "MEM MB", "RESTARTS", "CURRENT / LAST ERROR"],
+                 [[w["id"], w["pid"] or "", w["state"], account_health(w)[:40], (w.get("account") or {}).get("name", ""),
+                   browser_cell(w), w["tasks_done"], f"{w['rss_mb']:.0f}", w["restarts"],
+                   (w.get("current_prompt") or "")[:40] or (w["last_error"] or "")[:60]] for w in workers])
+
 
 
 def account_health(worker: dict[str, Any]) -> str:
@@ -556,16 +558,27 @@ def sites_show(ctx: Ctx, name: str) -> None:
 
 
 @main.command()
-@click.option("--worker", "worker", type=click.IntRange(min=1), required=True, help="The worker whose browser profile to sign in.")
+@click.option("--account", help="The account to sign in (one of its workers opens the window).")
+@click.option("--worker", "worker", type=click.IntRange(min=1), help="Or: the worker whose account to sign in.")
 @click.option("--site", default="chatgpt", show_default=True, help="The site: a built-in name or a profile file.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A start-URL variable, as for submit.")
+@click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE", help="A site knob for the start URL, as for submit.")
 @pass_ctx
-def login(ctx: Ctx, worker: int, site: str, variables: tuple[str, ...]) -> None:
-    """Open a worker's browser profile in a visible window, so a person can sign in to the site once.
+def login(ctx: Ctx, account: str | None, worker: int | None, site: str, variables: tuple[str, ...],
+          knobs: tuple[str, ...]) -> None:
+    """Open an account in a visible window, so a person can sign in to the site once.
 
-    Each worker has its own profile, so each worker holds one account. The window opens on the daemon's
-    display (its DISPLAY); the worker takes tasks again once the window is closed.
+    The window opens on the daemon's display (its DISPLAY) with the account's session. Once it is closed,
+    the cookies it had become the account's session, and the account's workers take tasks again.
     """
-    result = ctx.call("login", {"worker": worker, **site_args(site), "vars": parse_knobs(variables, "--var")})
-    click.echo(f"A browser window for worker {worker} is open on display {result['display']} at {result['url']}.\n"
-               f"Sign in there, then close the window; worker {worker} then takes tasks again.")
+    if (account is None) == (worker is None):
+        raise click.UsageError("give --account NAME or --worker N")
+    target = {"account": account} if account is not None else {"worker": worker}
+    result = ctx.call("login", {**target, **site_args(site), "vars": parse_knobs(variables, "--var"),
+                                "knobs": parse_knobs(knobs)})
+    click.echo(f"A browser window for account {result['account']} (worker {result['worker']}) is open on display "
+               f"{result['display']} at {result['url']}.\nSign in there, then close the window; the account's workers "
+               "then take tasks again.")
+
+
+from . import accounts as _accounts  # noqa: E402,F401 - registers `tabfleetctl accounts` (it needs `main` defined)

@@ -141,6 +141,15 @@ def site_lines(snap: dict[str, Any]) -> list[str]:
     return lines + [f"job {j['id']} waits for its output: {j['waiting']['reason']}" for j in snap["jobs"] if j.get("waiting")]
 
 
+def browser_cell(worker: dict[str, Any]) -> str:
+    """local, or a remote browser's host (never its secret), its connection and how often it was attached again."""
+    browser = worker.get("browser") or {}
+    if browser.get("kind") != "remote":
+        return browser.get("kind") or "local"
+    again = f", {browser['reconnects']} reconnects" if browser.get("reconnects") else ""
+    return f"{browser.get('endpoint')} ({browser.get('connection')}{again})"
+
+
 def cooling(worker: dict[str, Any], now: float) -> str:
     """Time left until the worker's account may send again, or until it restarts; blank when neither."""
     until = worker.get("cooling_until") or (worker.get("account") or {}).get("cooling_until") or worker.get("restart_at")
@@ -260,11 +269,12 @@ class LiveView:
         table.add_column("rss", justify="right")
         table.add_column("restarts", justify="right")
         table.add_column("cooling", justify="right")
+        table.add_column("browser", no_wrap=True, max_width=40, overflow="ellipsis")
         for w in workers:
             health = printable(w.get("health") or "")
             table.add_row(str(w["id"]), _state_text(w["state"]), Text(health, style="green" if health == "ok" else "yellow"),
                           Text(printable(w.get("current_prompt") or "")), str(w["tasks_done"]),
-                          f"{w['rss_mb']:.0f} MB", str(w["restarts"]), cooling(w, now))
+                          f"{w['rss_mb']:.0f} MB", str(w["restarts"]), cooling(w, now), Text(printable(browser_cell(w))))
         return table
 
     def memory_bar(self, memory: dict[str, Any], workers: list[dict[str, Any]]) -> Any:

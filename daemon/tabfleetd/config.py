@@ -17,6 +17,7 @@ from typing import Any
 from .errors import ConfigError
 from .profiles import var_problem
 from .sitepolicy import parse_hosts, parse_networks
+from .workerspec import WorkerSpec, parse_specs, spec_for
 
 
 def _key(default: Any, doc: str) -> Any:
@@ -106,6 +107,15 @@ class Config:
     log_file: Path = _key(None, "log to this file, rotated (default: stderr; with --detach, STATE_DIR/logs/tabfleetd.log)")
     log_max_mb: float = _key(10.0, "rotate the log file at this size in MiB (0: never)")
     log_backups: int = _key(5, "rotated log files kept")
+    # Set by `[[workers]]` tables in place of the `workers` count (workerspec.py); not a key of its own.
+    worker_specs: tuple[WorkerSpec, ...] = _key((), "[[workers]] tables, instead of a count, bind each worker to an account "
+                                                    "and a browser: account = \"NAME\" (default worker-N), browser = \"local\" "
+                                                    "or \"remote\", endpoint = \"ws://, wss://, http(s)://host:port\", "
+                                                    "headers = { Authorization = \"...\" }")
+
+    def worker_spec(self, wid: int) -> WorkerSpec:
+        """Worker `wid`'s account and browser (a local worker with account worker-N beyond the [[workers]] tables)."""
+        return spec_for(self.worker_specs, wid)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -134,6 +144,8 @@ def describe() -> str:
         default = f.default
         if default is None:
             lines.append(f"# {f.name} = ...")
+        elif f.name == "worker_specs":
+            lines.append('# [[workers]]\n# account = "worker-1"\n# browser = "local"')
         elif f.name == "site_vars":
             lines.append(f"{f.name} = {{}}")
         else:
@@ -221,7 +233,11 @@ def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str]
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         for name, value in raw.items():
-            if name not in FIELDS:
+            if name == "workers" and isinstance(value, list):
+                values["worker_specs"] = parse_specs(value, str(path))
+                values["workers"] = len(values["worker_specs"])
+                continue
+            if name not in FIELDS or name == "worker_specs":
                 raise ConfigError(f"{path}: unknown key '{name}' (see tabfleetd --help-config)")
             values[name] = _coerce(name, value, str(path))
     for name, value in overrides.items():

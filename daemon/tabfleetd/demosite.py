@@ -19,10 +19,16 @@ page forwards verbatim with every generate request:
     scope=default      key isolating rate-limit counters and seeded RNGs
     seed=<int>         make the error/hang/lockup/jitter draws repeatable
     challenge=0        seconds a bot check ("Just a moment...") shows after each page load (page-side only)
+    login=0            1: the site needs a signed-in account, as a real one does: without the session cookie
+                       ``demo_account`` the page sends the browser to /signin and generating is refused as
+                       logged out; each generation sets that cookie again with a fresh value (a session cookie)
+    person=NAME        on /signin (its ``next`` page's knob): the page signs NAME in by itself, as a person at the
+                       window would
 
 A prompt containing ``[[error]]``, ``[[ratelimit]]``, ``[[hang]]`` or
 ``[[lockup]]`` gets that outcome every time; ``[[logout]]`` logs the sending
-browser's session out for good (every later prompt from it gets an auth error). Bad knob values fall back to
+browser's session out for good (every later prompt from it gets an auth error; with login=1, its account's).
+Bad knob values fall back to
 their defaults with a warning rather than failing the request.
 """
 
@@ -36,7 +42,9 @@ import logging
 import math
 import random
 import secrets
+import re
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -49,6 +57,8 @@ __all__ = ["DEFAULT_ERROR_MESSAGE", "DemoSite", "Knobs", "PAGE", "SESSION_COOKIE
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "demo_session"
+ACCOUNT_COOKIE = "demo_account"
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 DEFAULT_ERROR_MESSAGE = (
     "Something went wrong. If this issue persists please contact us through our help center."
 )
@@ -81,6 +91,26 @@ def _valid_session(token: str | None) -> bool:
         return False
     nonce, mac = token.split(".")
     return hmac.compare_digest(mac, _sign(nonce))
+
+
+def _new_account_token(name: str) -> str:
+    nonce = secrets.token_urlsafe(9)
+    return f"{name}.{nonce}.{_sign(name + '.' + nonce)}"
+
+
+def _account_of(token: str | None) -> str | None:
+    """The account a sign-in cookie names, when it is one this process signed."""
+    if not token or token.count(".") < 2 or not token.isascii():
+        return None
+    rest, mac = token.rsplit(".", 1)
+    name = rest.rsplit(".", 1)[0]
+    return name if ACCOUNT_NAME.fullmatch(name) and hmac.compare_digest(mac, _sign(rest)) else None
+
+
+def _flag(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError("must be 0 or 1")
+    return raw == "1"
 
 
 def _rate(raw: str) -> float:
@@ -121,6 +151,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "lockup_rate": _rate,
     "scope": _text,
     "seed": int,
+    "login": _flag,
 }
 
 
@@ -137,6 +168,7 @@ class Knobs:
     lockup_rate: float = 0.0
     scope: str = "default"
     seed: int | None = None
+    login: bool = False
 
     @classmethod
     def parse(cls, raw: Mapping[str, object]) -> Knobs:
@@ -162,6 +194,8 @@ class DemoSite:
         # prompt -> number of images generated for it, so tests see duplicates.
         self.generated: dict[str, int] = {}
         self.logged_out: set[str] = set()  # sessions that sent a [[logout]] prompt
+        self.logged_out_accounts: set[str] = set()  # accounts signed out by a [[logout]] prompt (login=1)
+        self.signed_in: collections.Counter[str] = collections.Counter()  # account -> generations made signed in
         self._images: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._recent: dict[str, collections.deque[float]] = {}
         self._rngs: dict[tuple[str, int], random.Random] = {}
@@ -189,6 +223,9 @@ class DemoSite:
                 web.get("/img/{image_id:[A-Za-z0-9_-]+}.png", self._image),
                 web.get("/healthz", self._healthz),
                 web.get("/api/stats", self._stats),
+                web.get("/signin", self._signin_page),
+                web.post("/signin", self._signin),
+                web.get("/api/whoami", self._whoami),
             ]
         )
         self._closing = asyncio.Event()
@@ -247,11 +284,38 @@ class DemoSite:
         return None
 
     async def _page(self, request: web.Request) -> web.Response:
+        if request.query.get("login") == "1" and self._signed_in(request) is None:
+            raise web.HTTPFound("/signin?" + urllib.parse.urlencode({"next": request.path_qs}))
         response = web.Response(text=PAGE, content_type="text/html", charset="utf-8")
         response.headers["Cache-Control"] = "no-store"
         if not _valid_session(request.cookies.get(SESSION_COOKIE)):
             response.set_cookie(SESSION_COOKIE, _new_session(), path="/", httponly=True, samesite="Lax")
         return response
+
+    def _signed_in(self, request: web.Request) -> str | None:
+        name = _account_of(request.cookies.get(ACCOUNT_COOKIE))
+        return None if name is None or name in self.logged_out_accounts else name
+
+    async def _signin_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=SIGNIN_PAGE, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    async def _signin(self, request: web.Request) -> web.Response:
+        """A person signed in: the account's session cookie (no expiry: it goes when the browser closes)."""
+        form = await request.post()
+        name, target = str(form.get("name") or ""), str(form.get("next") or "/")
+        if not ACCOUNT_NAME.fullmatch(name):
+            raise web.HTTPBadRequest(text="a name is 1 to 64 letters, digits and . _ @ -")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"
+        self.logged_out_accounts.discard(name)
+        response = web.HTTPSeeOther(target)
+        response.set_cookie(ACCOUNT_COOKIE, _new_account_token(name), path="/", httponly=True, samesite="Lax")
+        raise response
+
+    async def _whoami(self, request: web.Request) -> web.Response:
+        name = self._signed_in(request)
+        return web.json_response({"user": {"name": name}} if name else {})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -270,7 +334,7 @@ class DemoSite:
 
     async def _stats(self, request: web.Request) -> web.Response:
         """How often each prompt was generated, so tests can count duplicate generations."""
-        return web.json_response({"generated": self.generated})
+        return web.json_response({"generated": self.generated, "signed_in": dict(self.signed_in)})
 
     async def _generate(self, request: web.Request) -> web.Response:
         session = request.cookies.get(SESSION_COOKIE)
@@ -287,9 +351,14 @@ class DemoSite:
             return _error(400, "A prompt is required.", "error", None)
         raw_knobs = body.get("knobs")
         knobs = Knobs.parse(raw_knobs if isinstance(raw_knobs, dict) else {})
+        account = self._signed_in(request)
+        if knobs.login and account is None:
+            return _error(401, "You have been logged out. Please log in again to continue.", "auth", None)
         if "[[logout]]" in prompt:
             # This browser's account is now logged out, as when a real session expires.
             self.logged_out.add(str(session))
+            if knobs.login and account is not None:
+                self.logged_out_accounts.add(account)
             return _error(401, "You have been logged out. Please log in again to continue.", "auth", None)
 
         wait: int | None
@@ -323,7 +392,12 @@ class DemoSite:
         while len(self._images) > _MAX_IMAGES:
             self._images.popitem(last=False)
         self.generated[prompt] = self.generated.get(prompt, 0) + 1
-        return web.json_response({"image": f"/img/{image_id}.png"})
+        response = web.json_response({"image": f"/img/{image_id}.png"})
+        if knobs.login and account is not None:
+            # Sites refresh their session cookie as they go: a copy of the session kept from before is not the newest.
+            self.signed_in[account] += 1
+            response.set_cookie(ACCOUNT_COOKIE, _new_account_token(account), path="/", httponly=True, samesite="Lax")
+        return response
 
 
 def _error(status: int, message: str, kind: str, retry_after: int | None) -> web.Response:
@@ -331,6 +405,32 @@ def _error(status: int, message: str, kind: str, retry_after: int | None) -> web
         {"error": message, "kind": kind, "retry_after": retry_after}, status=status
     )
 
+
+SIGNIN_PAGE = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Sign in - Demo Image Chat</title></head>
+<body>
+<h1>Sign in to Demo Image Chat</h1>
+<form id="signin" method="post" action="/signin">
+  <label>Account <input id="name" name="name" autocomplete="username" required></label>
+  <input type="hidden" id="next" name="next">
+  <button id="sign-in" type="submit">Sign in</button>
+</form>
+<script>
+(() => {
+  const next = new URLSearchParams(location.search).get("next") || "/";
+  document.getElementById("next").value = next;
+  const person = new URL(next, location.href).searchParams.get("person");
+  if (person) {
+    // A person at the window types their name and signs in.
+    document.getElementById("name").value = person;
+    setTimeout(() => document.getElementById("signin").submit(), 300);
+  }
+})();
+</script>
+</body>
+</html>
+"""
 
 # The DOM contract (automation depends on these ids, classes and attributes):
 #   #thread > .turn.user[data-role=user]             the prompt as text
