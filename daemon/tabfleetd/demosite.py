@@ -196,6 +196,7 @@ class DemoSite:
         self.logged_out: set[str] = set()  # sessions that sent a [[logout]] prompt
         self.logged_out_accounts: set[str] = set()  # accounts signed out by a [[logout]] prompt (login=1)
         self.signed_in: collections.Counter[str] = collections.Counter()  # account -> generations made signed in
+        self.signins: collections.Counter[str] = collections.Counter()  # account -> sign-ins at /signin
         self._images: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._recent: dict[str, collections.deque[float]] = {}
         self._rngs: dict[tuple[str, int], random.Random] = {}
@@ -309,6 +310,7 @@ class DemoSite:
         if not target.startswith("/") or target.startswith("//"):
             target = "/"
         self.logged_out_accounts.discard(name)
+        self.signins[name] += 1
         response = web.HTTPSeeOther(target)
         response.set_cookie(ACCOUNT_COOKIE, _new_account_token(name), path="/", httponly=True, samesite="Lax")
         raise response
@@ -334,7 +336,8 @@ class DemoSite:
 
     async def _stats(self, request: web.Request) -> web.Response:
         """How often each prompt was generated, so tests can count duplicate generations."""
-        return web.json_response({"generated": self.generated, "signed_in": dict(self.signed_in)})
+        return web.json_response({"generated": self.generated, "signed_in": dict(self.signed_in),
+                                  "signins": dict(self.signins)})
 
     async def _generate(self, request: web.Request) -> web.Response:
         session = request.cookies.get(SESSION_COOKIE)
