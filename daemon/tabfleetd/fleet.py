@@ -30,6 +30,9 @@ STARTING, IDLE, BUSY, BLOCKED, STOPPING, RESTARTING, DEAD, RETIRING, RECONNECTIN
 CONNECTING, CONNECTED = "connecting", "connected"  # a worker's connection to its browser (or RECONNECTING)
 RESTART_BACKOFF_CAP_S = 60.0
 MP = multiprocessing.get_context("spawn")
+# What a worker process runs.  Only tests/bench/coordinator_daemon.py puts another here: a benchmark worker that
+# answers every task at once, to measure the coordinator alone.  Nothing in tabfleetd ever changes it.
+WORKER_MAIN = worker_module.main
 
 
 @dataclass
@@ -171,7 +174,7 @@ class Fleet:
 
     async def spawn(self, handle: WorkerHandle) -> None:
         parent, child = MP.Pipe(duplex=True)
-        proc = MP.Process(target=worker_module.main, args=(handle.wid, child, self.config, self.chromium),
+        proc = MP.Process(target=WORKER_MAIN, args=(handle.wid, child, self.config, self.chromium),
                           name=f"tabfleet-worker-{handle.wid}", daemon=False)
         proc.start()
         child.close()
