@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[str, dict[str, Any]], Awaitable[Any]]
 CALL_S = 5.0
+STORAGE_READ_S = 1.0
 COOKIE_FIELDS = ("name", "value", "domain", "path", "secure", "httpOnly", "sameSite", "expires", "sourceScheme", "sourcePort")
 STORAGE_SCRIPT = """(() => {
   const wanted = %s;
@@ -39,8 +40,8 @@ def key(cookie: dict[str, Any]) -> tuple[str, str, str]:
     return cookie.get("name", ""), cookie.get("domain", ""), cookie.get("path", "/")
 
 
-async def call(send: Send, method: str, params: dict[str, Any]) -> Any:
-    return await asyncio.wait_for(send(method, params), CALL_S)
+async def call(send: Send, method: str, params: dict[str, Any], timeout: float = CALL_S) -> Any:
+    return await asyncio.wait_for(send(method, params), timeout)
 
 
 async def apply_cookies(send: Send, cookies: list[dict[str, Any]], context_id: str | None, *, replace: bool) -> int:
@@ -99,7 +100,9 @@ async def remove_storage_script(page: Any, identifier: str) -> None:
 
 async def read_storage(page: Any) -> dict[str, Any] | None:
     """The page's origin and its local storage items, or None (an opaque origin, storage refused, too much)."""
-    reply = await call(page._client.send, "Runtime.evaluate", {"expression": READ_STORAGE, "returnByValue": True})
+    # Short: it runs before a frozen page's browser is recycled, and the page may be the frozen one.
+    reply = await call(page._client.send, "Runtime.evaluate", {"expression": READ_STORAGE, "returnByValue": True},
+                       STORAGE_READ_S)
     try:
         origin, items = json.loads(reply["result"]["value"])
     except (KeyError, TypeError, ValueError):
