@@ -27,11 +27,9 @@ import asyncio
 import ctypes
 import errno
 import hashlib
-import json
 import logging
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -66,9 +64,7 @@ EXIT_BROWSER = 3  # Chromium could not be started
 DISK = "disk"
 DETACHED = "detached"  # a task that reached a worker whose remote browser is gone: back to pending, nothing charged
 RECONNECT_FIRST_S, RECONNECT_CAP_S = 1.0, 30.0  # a remote browser is tried again after these, doubling, with jitter
-SESSION_SAVE_S = 10.0  # the account's cookies are read back after a task at most this often (always at rotation and stop)
 LOGIN_POLL_S = 1.0  # how often the login window's cookies are read (they vanish with it when the person closes it)
-PROFILE_ACCOUNT = "tabfleet-account"  # names the account a local profile last held
 # Errors writing an image that are the output's, not the prompt's: the job waits for room, the image is kept.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.ENOENT,
                          errno.ENOTDIR})
@@ -91,10 +87,6 @@ def main(wid: int, conn: Connection, config: Config, chromium: str) -> None:
     for noisy in ("pyppeteer", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.exit(asyncio.run(Worker(wid, conn, config, chromium).run()))
-
-
-def digest(session: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(session, sort_keys=True).encode()).hexdigest()
 
 
 def dir_bytes(path: Path) -> int:
@@ -140,15 +132,9 @@ class Worker:
             headless=config.headless, extra_args=config.chromium_args)
         spec = config.worker_spec(wid)
         self.account = spec.account_of(wid)
-        self.accounts = AccountFiles(config.state_dir / "accounts")
         self.remote = RemoteBrowser(spec.remote) if spec.remote is not None else None
         self.reconnector: asyncio.Task[None] | None = None
-        self.origins: list[dict[str, Any]] = []  # the account's local storage, as applied and since read back
-        self.session_digest = ""  # of the session last applied or sent, so an unchanged one is not sent again
-        self.session_checked = 0.0
-        self.signed_in = True  # False after the site said signed out: such a browser's cookies are not saved over the account's
-        self.storage_script: str | None = None  # removed once the site has loaded with the account's local storage
-        self.pending_session: dict[str, Any] | None = None  # a login's session, applied by the next attach
+        self.session = sessions.AccountSession(self.account, AccountFiles(config.state_dir / "accounts"))
         self.browser: Any = None
         self.page: Any = None
         self.adapter: SiteAdapter | None = None
@@ -214,7 +200,7 @@ class Worker:
             self.browser = self.remote.browser
             info = self.remote.info()
         else:
-            self.keep_profile_to_account()
+            sessions.keep_profile_to(self.chromium.profile, self.account)
             self.browser = await connect_browser(self.chromium, timeout, viewport)
             try:
                 pages = await asyncio.wait_for(self.browser.pages(), timeout)
@@ -225,7 +211,7 @@ class Worker:
             info = {"kind": "local", "pid": self.chromium.pid, "pgid": self.chromium.pid, "profile": str(self.chromium.profile)}
         self.adapter = None
         self.browser_tasks = 0
-        await self.apply_session(replace=False)
+        await self.session.apply(self.browser_send, self.page, self.context_id, replace=False)
         assert self.chan is not None
         await self.chan.send({"t": "hello", "pid": os.getpid(), "rotations": self.rotations, "browser": info})
 
@@ -237,27 +223,10 @@ class Worker:
         elif self.browser is not None:
             await self.disconnect(self.browser)
         self.browser = self.page = None
-        self.storage_script = None
+        self.session.storage_script = None
         self.chromium.kill()
 
     # -- the account's session -------------------------------------------------
-
-    def keep_profile_to_account(self) -> None:
-        """A local profile holds one account: one that held another (the config changed) starts empty."""
-        profile = self.chromium.profile
-        mark = profile / PROFILE_ACCOUNT
-        try:
-            held = mark.read_text().strip() if mark.is_file() and not mark.is_symlink() else None
-        except OSError:
-            held = None
-        if held is not None and held != self.account:
-            log.warning("profile %s held account %s, not %s: starting it empty", profile, held, self.account)
-            shutil.rmtree(profile, ignore_errors=True)
-        if held != self.account:
-            profile.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(self.account + "\n")
 
     def browser_send(self, method: str, params: dict[str, Any]) -> Any:
         return self.browser._connection.send(method, params)
@@ -266,62 +235,23 @@ class Worker:
     def context_id(self) -> str | None:
         return self.remote.context_id if self.remote is not None else None
 
-    async def apply_session(self, replace: bool) -> None:
-        """Put the account's stored session in the browser just attached (or, with replace, in place of what it holds)."""
-        if self.browser is None:
-            return
-        record: dict[str, Any] | None = None
-        if self.pending_session is not None:  # just sent to the daemon, which may not have written it yet
-            record, self.pending_session = {"session": self.pending_session}, None
-        else:
-            try:
-                record = await asyncio.get_running_loop().run_in_executor(None, self.accounts.read, self.account)
-            except (OSError, ValueError) as exc:
-                log.error("cannot read the session of account %s: %s", self.account, exc)
-                return
-        session = (record or {}).get("session") or {"cookies": [], "origins": []}
-        try:
-            applied = await sessions.apply_cookies(self.browser_send, session.get("cookies", []), self.context_id,
-                                                   replace=replace)
-            self.origins = list(session.get("origins") or [])
-            if self.origins and self.page is not None:
-                self.storage_script = await sessions.install_storage(self.page, self.origins)
-        except Exception as exc:  # the browser is going away; the next attach tries again
-            log.warning("could not apply the session of account %s: %s", self.account, exc)
-            return
-        self.session_digest = digest(session)
-        self.signed_in = True
-        if record is not None:
-            log.info("account %s: %d cookies applied%s", self.account, applied, " (replacing the browser's)" if replace else "")
-
     async def reload_session(self) -> None:
         """The account's session was imported or removed: the browser takes it, and the site is loaded again."""
         if self.browser is None:
             return  # applied at the next attach
-        await self.apply_session(replace=True)
+        await self.session.apply(self.browser_send, self.page, self.context_id, replace=True)
         if self.adapter is not None:
             self.adapter.opened_url = None
 
     async def save_session(self, force: bool = False) -> None:
-        """Send the daemon the account's session as the browser now has it, when it changed (at most every
-        SESSION_SAVE_S, unless forced); never from a browser the site has signed out."""
-        now = time.monotonic()
-        if self.browser is None or not self.signed_in or (not force and now - self.session_checked < SESSION_SAVE_S):
+        """Send the daemon the account's session as the browser now has it, when it changed."""
+        if self.browser is None or self.chan is None:
             return
-        self.session_checked = now
-        try:
-            cookies = await sessions.read_cookies(self.browser_send, self.context_id)
-            origins = self.origins
-            if self.page is not None and getattr(self.adapter, "keeps_storage", False):
-                origins = sessions.merge_origin(origins, await sessions.read_storage(self.page))
-        except Exception as exc:  # a browser going away, a frozen page: the last saved session stands
-            log.debug("could not read the session back: %s", exc)
-            return
-        session = {"cookies": cookies, "origins": origins}
-        if digest(session) == self.session_digest or self.chan is None:
-            return
-        self.session_digest, self.origins = digest(session), origins
-        await self.chan.send({"t": "session", "account": self.account, "session": session, "source": f"worker {self.wid}"})
+        session = await self.session.read_back(self.browser_send, self.page, self.context_id,
+                                               getattr(self.adapter, "keeps_storage", False), force)
+        if session is not None:
+            await self.chan.send({"t": "session", "account": self.account, "session": session,
+                                  "source": f"worker {self.wid}"})
 
     @staticmethod
     async def disconnect(browser: Any) -> None:
@@ -399,12 +329,12 @@ class Worker:
                 self.browser_tasks += 1
                 write_atomic(path, data)
                 await self.clear_cache()
-                self.signed_in = True
+                self.session.signed_in = True
                 await self.save_session()
         except SiteError as exc:
             frozen_cpu = self.renderer_cpu_s() if exc.frozen else None
             if exc.kind in (AUTH, CHALLENGE):
-                self.signed_in = False
+                self.session.signed_in = False
             if exc.kind == DETACHED:
                 return reply | self.detached_reply()
             if exc.kind in (TIMEOUT, CRASH):
@@ -548,9 +478,7 @@ class Worker:
         assert adapter is not None
         if adapter.opened_url != url:
             await adapter.open(self.page, url, min(self.config.cdp_timeout_s, max(1.0, deadline - time.monotonic())))
-            if self.storage_script is not None:  # the site has its local storage now; later loads keep what it does to it
-                identifier, self.storage_script = self.storage_script, None
-                await sessions.remove_storage_script(self.page, identifier)
+            await self.session.site_opened(self.page)
         return await adapter.generate(self.page, msg["prompt"], deadline, self.config.cdp_timeout_s, msg.get("answer_s"))
 
     async def use_site_browser(self, adapter: SiteAdapter) -> None:
@@ -593,19 +521,18 @@ class Worker:
         await self.stop_browser()
         timeout = self.config.browser_start_timeout_s
         args = (*self.config.chromium_args, *msg.get("args", ()), f"--display={msg['display']}")
-        self.keep_profile_to_account()
+        sessions.keep_profile_to(self.chromium.profile, self.account)
         chromium = Chromium(self.chromium.executable, self.chromium.profile, self.chromium.log_path,
                             headless=False, extra_args=args)
         browser = page = None
         cookies: list[dict[str, Any]] | None = None
-        origins = self.origins
+        origins = self.session.origins
         try:
             browser = await connect_browser(chromium, timeout, None)
             try:
                 pages = await asyncio.wait_for(browser.pages(), timeout)
                 page = pages[0] if pages else await asyncio.wait_for(browser.newPage(), timeout)
-                record = await asyncio.get_running_loop().run_in_executor(None, self.accounts.read, self.account)
-                stored = (record or {}).get("session") or {}
+                stored = await self.session.stored() or {}
                 await sessions.apply_cookies(browser._connection.send, stored.get("cookies", []), None, replace=False)
                 await asyncio.wait_for(page.goto(msg["url"], {"waitUntil": "domcontentloaded"}), timeout)
             except Exception as exc:  # the window is open all the same; the person can type the address
@@ -637,7 +564,7 @@ class Worker:
             session = {"cookies": cookies, "origins": origins}
             await self.chan.send({"t": "session", "account": self.account, "session": session, "source": "login"})
             log.info("login: account %s keeps %d cookies from the window", self.account, len(cookies))
-        self.pending_session = session
+        self.session.pending = session
         try:
             await self.start_browser()
         except BrowserError as exc:
