@@ -128,6 +128,7 @@ class Daemon:
                                    self.site_url, cfg.task_deadline_s, self.events, self.limits,
                                    min_free_mb=cfg.min_free_mb, held_mb=cfg.held_images_mb)
         self.fleet.on_capacity = self.scheduler.kick
+        self.fleet.on_browser_change = self.browser_changed
         self.bulk = Bulk(self.store, self.scheduler.job_changed, self.forget_jobs)
         self.server = ControlServer(cfg.socket, cfg, Commands(self))
         await self.server.start()
@@ -203,6 +204,13 @@ class Daemon:
         await self.scheduler.on_message(handle, msg)
         if kind == "result":
             await self.roster.outcome(handle.account, msg)
+
+    def browser_changed(self, handle: Any, change: str) -> None:
+        """A worker lost its remote browser, or attached it again: an event (the endpoint's host only)."""
+        if change == "lost":
+            self.events.emit("browser_lost", worker=handle.wid, endpoint=handle.endpoint, reason=handle.browser_error)
+        else:
+            self.events.emit("browser_back", worker=handle.wid, endpoint=handle.endpoint, reconnects=handle.reconnects)
 
     async def on_session(self, handle: Any, msg: dict[str, Any]) -> None:
         """A worker read its account's session from its browser: the account keeps it."""

@@ -115,6 +115,8 @@ class Fleet:
         self.governor = Governor(config.memory_high, config.memory_critical, config.memory_low)
         self.memory: Reading | None = None
         self.on_capacity: Callable[[], None] = lambda: None
+        # A remote browser lost ("lost") or attached again ("back"): the daemon makes an event of it.
+        self.on_browser_change: Callable[[WorkerHandle, str], None] = lambda handle, change: None
         self._sizer: asyncio.Task[None] | None = None
         self._resize_again = False
         self._governor: asyncio.Task[None] | None = None
@@ -212,10 +214,13 @@ class Fleet:
                 if kind == "hello":
                     handle.browser = msg.get("browser")
                     handle.rotations = int(msg.get("rotations") or 0)
-                    if handle.connection == RECONNECTING:
+                    back = handle.connection == RECONNECTING
+                    if back:
                         handle.reconnects += 1
                         log.info("worker %d: attached to %s again", handle.wid, handle.endpoint)
                     handle.connection, handle.browser_error, handle.reconnect_at = CONNECTED, None, None
+                    if back:
+                        self.on_browser_change(handle, "back")
                     if handle.state in (STARTING, BUSY, RECONNECTING) and handle.task is None:
                         handle.state = IDLE
                 elif kind == "browser" and msg.get("state") == RECONNECTING:
@@ -267,10 +272,13 @@ class Fleet:
 
     def reconnecting(self, handle: WorkerHandle, msg: dict[str, Any]) -> None:
         """The worker lost its remote browser: it takes no task until its next hello (a task in flight ends first)."""
-        if handle.connection != RECONNECTING:
+        lost = handle.connection != RECONNECTING
+        if lost:
             log.warning("worker %d lost its browser at %s: %s", handle.wid, handle.endpoint, msg.get("error"))
         handle.connection = RECONNECTING
         handle.browser_error = str(msg.get("error") or "")[:300] or None
+        if lost:
+            self.on_browser_change(handle, "lost")
         handle.reconnect_at = time.time() + float(msg.get("retry_in_s") or 0)
         if handle.state in (IDLE, STARTING):
             handle.state = RECONNECTING

@@ -68,6 +68,10 @@ class RemoteBrowser:
             return
         await browser._connection.connection.closed.wait()
 
+    async def new_page(self, timeout: float) -> Any:
+        """Another page in this worker's context."""
+        return await asyncio.wait_for(self.browser._contexts[self.context_id].newPage(), timeout)
+
     async def close_page(self, page: Any) -> None:
         """Close one of this worker's pages, frozen or not (the browser ends its renderer)."""
         if self.lost or page is None:

@@ -198,6 +198,10 @@ class AccountSession:
         if stored is not None:
             log.info("account %s: %d cookies applied%s", self.account, applied, " (replacing the browser's)" if replace else "")
 
+    async def install_origins(self, page: Any) -> None:
+        """A new page in the same browser: the account's local storage goes with it (its cookies are the context's)."""
+        self.storage_script = await install_storage(page, self.origins) if self.origins else None
+
     async def site_opened(self, page: Any) -> None:
         """The site has its local storage now: later loads keep what the site does to it."""
         if self.storage_script is not None:

@@ -388,6 +388,8 @@ class Worker:
         if self.remote is not None and self.remote.lost:
             await self.begin_reconnect(f"the connection to the remote browser at {self.remote.shown} closed")
             return
+        if self.remote is not None and await self.replace_page():
+            return
         try:
             await self.recycle_browser()
         except BrowserError as exc:
@@ -396,6 +398,23 @@ class Worker:
                 return
             log.error("cannot restart Chromium: %s", exc)
             raise SystemExit(EXIT_BROWSER) from None
+
+    async def replace_page(self) -> bool:
+        """A remote page that froze or overran: close it (the browser ends its renderer at once) and open another in
+        the worker's context, which keeps the account's cookies.  False when that failed and more must go."""
+        assert self.remote is not None
+        async with self.browser_lock:
+            await self.save_session(force=True)
+            await self.remote.close_page(self.page)
+            self.page = self.adapter = None
+            try:
+                self.page = await self.remote.new_page(self.config.browser_start_timeout_s)
+                await self.session.install_origins(self.page)
+            except Exception as exc:  # the context or the connection is broken: the caller starts over
+                log.warning("could not open a new page on %s: %s", self.remote.shown, self.remote.endpoint.scrub(str(exc)))
+                return False
+        log.info("closed the page on %s and opened another", self.remote.shown)
+        return True
 
     # -- a remote browser that went away ---------------------------------------
 

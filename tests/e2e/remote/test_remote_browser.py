@@ -106,6 +106,10 @@ def test_the_remote_browser_dies_mid_batch_and_comes_back(make_daemon: Any, remo
     back = daemon.wait_for(lambda: (ws := workers_by_id(daemon)) and all(w["state"] == "idle" for w in ws.values()) and ws,
                            60, "the remote workers to attach again by themselves")
     assert [back[i]["browser"]["reconnects"] for i in (1, 2)] == [1, 1]
+    changes = daemon.call("events", {"limit": 0, "kinds": ["browser_lost", "browser_back"]})["events"]
+    assert sorted((e["kind"], e["worker"]) for e in changes) == [("browser_back", 1), ("browser_back", 2),
+                                                                  ("browser_lost", 1), ("browser_lost", 2)], changes
+    assert {e["endpoint"] for e in changes} == {back[1]["browser"]["endpoint"]} and remote.token not in json.dumps(changes)
     prompts = [f"a glass whale number {i}" for i in range(8)]
     job = daemon.submit(prompts, "latency=0.5")
     status = daemon.wait_job(job, 120)
