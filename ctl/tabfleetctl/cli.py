@@ -748,20 +748,31 @@ def sites_show(ctx: Ctx, name: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--worker", "worker", type=click.IntRange(min=1), required=True, help="The worker whose browser profile to sign in.")
+@click.option("--account", help="The account to sign in (one of its workers opens the window).")
+@click.option("--worker", "worker", type=click.IntRange(min=1), help="Or: the worker whose account to sign in.")
 @click.option("--site", default="chatgpt", show_default=True, help="The site: a built-in name or a profile file.")
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="A start-URL variable, as for submit.")
-@json_option("Print {\"worker\", \"url\", \"display\"}.")
+@click.option("--knob", "knobs", multiple=True, metavar="KEY=VALUE", help="A site knob for the start URL, as for submit.")
+@json_option("Print {\"account\", \"worker\", \"url\", \"display\"}.")
 @pass_ctx
-def login(ctx: Ctx, worker: int, site: str, variables: tuple[str, ...], as_json: bool) -> None:
-    """Open a worker's browser profile in a visible window, so a person can sign in to the site once.
+def login(ctx: Ctx, account: str | None, worker: int | None, site: str, variables: tuple[str, ...],
+          knobs: tuple[str, ...], as_json: bool) -> None:
+    """Open an account in a visible window, so a person can sign in to the site once.
 
-    Each worker has its own profile, so each worker holds one account. The window opens on the daemon's
-    display (its DISPLAY); the worker takes tasks again once the window is closed.
+    The window opens on the daemon's display (its DISPLAY) with the account's session. Once it is closed,
+    the cookies it had become the account's session, and the account's workers take tasks again.
     """
-    result = ctx.call("login", {"worker": worker, **site_args(ctx, site), "vars": parse_knobs(variables, "--var")})
+    if (account is None) == (worker is None):
+        raise click.UsageError("give --account NAME or --worker N")
+    target = {"account": account} if account is not None else {"worker": worker}
+    result = ctx.call("login", {**target, **site_args(ctx, site), "vars": parse_knobs(variables, "--var"),
+                                "knobs": parse_knobs(knobs)})
     if as_json:
         ctx.echo_json(result)
         return
-    click.echo(f"A browser window for worker {worker} is open on display {result['display']} at {result['url']}.\n"
-               f"Sign in there, then close the window; worker {worker} then takes tasks again.")
+    click.echo(f"A browser window for account {result['account']} (worker {result['worker']}) is open on display "
+               f"{result['display']} at {result['url']}.\nSign in there, then close the window; the account's workers "
+               "then take tasks again.")
+
+
+from . import accounts as _accounts  # noqa: E402,F401 - registers `tabfleetctl accounts` (it needs `main` defined)

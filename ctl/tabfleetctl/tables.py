@@ -167,6 +167,15 @@ def state_text(state: str) -> Any:
     return Text(state, style=STATE_STYLES.get(state.split(":")[0], ""))
 
 
+def browser_cell(worker: dict[str, Any]) -> str:
+    """local, or a remote browser's host (never its secret), its connection and how often it was attached again."""
+    browser = worker.get("browser") or {}
+    if browser.get("kind") != "remote":
+        return browser.get("kind") or "local"
+    again = f", {browser['reconnects']} reconnects" if browser.get("reconnects") else ""
+    return f"{browser.get('endpoint')} ({browser.get('connection')}{again})"
+
+
 def bar(job: dict[str, Any], width: int) -> Any:
     from rich.text import Text
 
@@ -234,6 +243,9 @@ def workers_table(workers: list[dict[str, Any]], width: int, now: float | None =
                flex=14),
         *([Column("last error", [Text(printable(last_error_text(w, now)), style="dim") for w in workers], flex=16, drop=1)]
           if errors and any(w.get("last_error") for w in workers) else []),
+        Column("account", [Text(printable((w.get("account") or {}).get("name") or "")) for w in workers], flex=8, drop=2),
+        *([Column("browser", [Text(printable(browser_cell(w))) for w in workers], flex=12, drop=1)]
+          if any((w.get("browser") or {}).get("kind") == "remote" for w in workers) else []),
         Column("done", [str(w["tasks_done"]) for w in workers], "right"),
         Column("memory", [f"{w['rss_mb']:.0f} MB" for w in workers], "right"),
         Column("restarts", [str(w["restarts"]) for w in workers], "right", drop=2),

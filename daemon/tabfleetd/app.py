@@ -17,6 +17,7 @@ import psutil
 from . import outputs, profiles, reload, statedir
 from .browser import kill_group, kill_profile_processes, names_path
 from .bulk import Bulk
+from . import accountops  # noqa: F401 - registers the account ops with commands.OPS
 from .commands import Commands
 from .config import Config
 from .errors import AlreadyRunning, ConfigError
@@ -26,6 +27,7 @@ from .limits import Limits
 from .notify import ServiceLink, status_line
 from .retention import Housekeeper
 from .retries import RetryPolicy
+from .roster import Roster
 from .scheduler import Scheduler, reconcile_manifest
 from .server import ControlServer
 from .sitepolicy import SitePolicy
@@ -91,6 +93,7 @@ class Daemon:
         self.site_policy = SitePolicy.from_config(config)
         self.demo: Any = None
         self.web: WebServer | None = None  # dashboard and metrics, when configured
+        self.roster = Roster(config.state_dir / "accounts")
         self.store: AsyncStore
         self.fleet: Fleet
         self.scheduler: Scheduler
@@ -140,12 +143,14 @@ class Daemon:
             log.info("%d tasks left running by the last daemon are pending again", moved)
         await self.end_leftover_browsers()
         await loop.run_in_executor(None, self.reconcile_manifests_sync)
+        await self.roster.load()
         self.fleet = Fleet(cfg, self.chromium, self.on_worker_message, self.on_worker_exit)
         self.limits = Limits(cfg.site_rate_per_min, cfg.account_rate_per_min)
         self.scheduler = Scheduler(self.store, self.fleet, RetryPolicy(cfg.retry_base_s, cfg.retry_cap_s),
                                    self.site_url, cfg.task_deadline_s, self.events, self.limits,
                                    min_free_mb=cfg.min_free_mb, held_mb=cfg.held_images_mb)
         self.fleet.on_capacity = self.scheduler.kick
+        self.fleet.on_browser_change = self.browser_changed
         self.bulk = Bulk(self.store, self.scheduler.job_changed, self.forget_jobs)
         self.server = ControlServer(cfg.socket, cfg, Commands(self))
         await self.server.start()
@@ -175,6 +180,7 @@ class Daemon:
             await self.scheduler.save_pacing(force=True)
         except Exception:  # what pacing learned is a help, not a must; the store may be the problem
             log.exception("could not save what pacing learned")
+        await self.roster.flush()
         if self.web is not None:
             await self.web.stop()
         await self.server.close()
@@ -206,13 +212,52 @@ class Daemon:
     def worker_views(self) -> list[dict[str, Any]]:
         """Each worker's view with its account's pacing state."""
         now = time.time()
-        return [h.view() | {"account": self.limits.account_view(h.account, now)}
+        return [h.view() | {"account": self.limits.account_view(h.account, now)
+                            | {"sign_in": self.roster.state(h.account), "sign_in_reason": self.roster.get(h.account).reason}}
                 for h in sorted(self.fleet.workers.values(), key=lambda h: h.wid)]
 
     async def on_worker_message(self, handle: Any, msg: dict[str, Any]) -> None:
-        if msg.get("t") == "hello" and msg.get("browser"):
-            await self.store("record_browser", handle.wid, msg["browser"])
+        kind = msg.get("t")
+        if kind == "hello" and (msg.get("browser") or {}).get("pid"):
+            await self.store("record_browser", handle.wid, msg["browser"])  # a local Chromium, to end after a crash
+        elif kind == "session":
+            await self.on_session(handle, msg)
+            return
         await self.scheduler.on_message(handle, msg)
+        if kind == "result":
+            await self.roster.outcome(handle.account, msg)
+
+    def browser_changed(self, handle: Any, change: str) -> None:
+        """A worker lost its remote browser, or attached it again: an event (the endpoint's host only)."""
+        if change == "lost":
+            self.events.emit("browser_lost", worker=handle.wid, endpoint=handle.endpoint, reason=handle.browser_error)
+        else:
+            self.events.emit("browser_back", worker=handle.wid, endpoint=handle.endpoint, reconnects=handle.reconnects)
+
+    async def on_session(self, handle: Any, msg: dict[str, Any]) -> None:
+        """A worker read its account's session from its browser: the account keeps it."""
+        session = msg.get("session")
+        if msg.get("account") != handle.account or not isinstance(session, dict):
+            log.warning("worker %d sent a session that is not its account's; ignored", handle.wid)
+            return
+        await self.roster.save_session(handle.account, session, str(msg.get("source") or f"worker {handle.wid}"))
+        if msg.get("source") == "login":
+            await self.session_changed(handle.account, but=handle)
+
+    async def session_changed(self, account: str, but: Any = None, unblock: bool = True) -> list[int]:
+        """The account's stored session was replaced or removed: its workers take it, and (unblock) blocked ones work again."""
+        told = []
+        for handle in self.fleet.of_account(account):
+            if handle is but or handle.chan is None:
+                continue
+            try:
+                await self.fleet.send(handle, {"t": "session"})
+                told.append(handle.wid)
+            except (ConnectionError, OSError):
+                pass  # it is going away; a new one reads the file when it attaches
+        if unblock:
+            self.fleet.unblock_account(account)
+        return told
 
     async def on_worker_exit(self, handle: Any) -> None:
         await self.scheduler.on_exit(handle)
@@ -221,6 +266,8 @@ class Daemon:
     async def end_leftover_browsers(self) -> None:
         """End Chromium processes that a previous daemon started and did not end."""
         for wid, info in (await self.store("recorded_browsers")).items():
+            if not info.get("pid"):
+                continue  # a remote browser: not ours to end
             if self._is_our_chromium(int(info["pid"])) and kill_group(int(info["pgid"])):
                 log.warning("ended leftover Chromium of worker %s (pgid %s)", wid, info["pgid"])
         killed = await asyncio.get_running_loop().run_in_executor(

@@ -32,6 +32,8 @@ OPS: dict[str, Op] = {}
 # Ops that act on the daemon, not on one's own jobs: root's and the daemon user's (see README "Security model").
 OPERATOR_OPS = {"shutdown": "stop the daemon", "set_workers": "resize the fleet", "restart_worker": "restart a worker",
                 "login": "open a worker's browser profile for signing in"}
+# Ops that hand out an account's session: root's and the daemon user's alone, whatever shared_fleet says.
+OPERATOR_ONLY_OPS: dict[str, str] = {}
 TASKS_PAGE = 1000  # tasks per `tasks` reply unless the client asks for fewer
 TASKS_PAGE_MAX = 5000
 
@@ -75,6 +77,9 @@ class Commands:
         handler = OPS.get(name)
         if handler is None:
             raise UnknownOp(f"unknown op '{name}' (known: {', '.join(sorted(OPS))})")
+        if name in OPERATOR_ONLY_OPS and not is_operator(peer.uid):
+            raise NotAuthorized(f"only root or the daemon's user may {OPERATOR_ONLY_OPS[name]} (uid {peer.uid} may not; "
+                                "no setting allows others)")
         if name in OPERATOR_OPS and not (is_operator(peer.uid) or self.daemon.config.shared_fleet):
             raise NotAuthorized(f"only root or the daemon's user may {OPERATOR_OPS[name]} (uid {peer.uid} may not; "
                                 "the operator can allow every socket client with shared_fleet = true)")
@@ -388,15 +393,18 @@ class Commands:
         keys = profiles.explain(profile) if arg(args, "explain", bool, False) else []
         return {"ok": True, "name": profile["name"], "problems": [], "keys": keys}
 
-    # login {"worker": int, "site": str, "profile": str|nil, "profile_file": str|nil, "vars": {str: str}|nil}
-    #   -> {"worker", "url", "display"}
-    #   shows that worker's browser profile at the site's start URL on the daemon's display; the worker takes
-    #   tasks again (even if it was blocked) once the person closes the window
+    # login {"worker": int|nil, "account": str|nil (one of the two), "site": str, "profile": str|nil,
+    #        "profile_file": str|nil, "vars": {str: str}|nil, "knobs": {str: str}|nil}
+    #   -> {"worker", "account", "url", "display"}
+    #   shows the account's session (that of the worker's account, or of the account's first idle or blocked worker)
+    #   in a browser window at the site's start URL on the daemon's display; once the person closes the window,
+    #   the cookies it had become the account's session, and the account's workers take tasks again
     @op("login")
     async def login(self, args: dict[str, Any], peer: Peer) -> Any:
         d = self.daemon
-        wid = arg(args, "worker", int)
+        wid = self.login_worker(args)
         profile = await self.allowed_profile(args)
+        knobs = {str(k): str(v) for k, v in arg(args, "knobs", dict, {}).items() if k in profile["knobs"]}
         display = d.config.display
         if not display:
             raise RequestError(
@@ -412,9 +420,22 @@ class Commands:
         if handle.state not in (IDLE, BLOCKED):
             raise RequestError(f"worker {wid} is {handle.state}; pause your jobs (tabfleetctl pause JOB) and run "
                                "login again once it is idle")
-        url = await d.site_url({"id": "login", "site": profile["name"], "profile": profile, "knobs": {}})
+        url = await d.site_url({"id": "login", "site": profile["name"], "profile": profile, "knobs": knobs})
         # Busy without a task: no dispatch meanwhile; the hello the worker sends once its own browser
         # runs again makes it idle (fleet), so a blocked worker is back in service after signing in.
         handle.state, handle.blocked_reason = BUSY, None
-        await d.fleet.send(handle, {"t": "login", "url": url, "display": display, "args": list(profile["browser"]["args"])})
-        return {"worker": wid, "url": url, "display": display}
+        await d.fleet.send(handle, {"t": "login", "url": url, "display": display, "args": list(profile["browser"]["args"]),
+                                    "local_storage": bool(profile["login"].get("local_storage"))})
+        return {"worker": wid, "account": handle.account, "url": url, "display": display}
+
+    def login_worker(self, args: dict[str, Any]) -> int:
+        """The worker a login opens: the one named, or the first of the account's workers that is free for it."""
+        account = arg(args, "account", str, None)
+        if account is None:
+            return arg(args, "worker", int)
+        bound = self.daemon.fleet.of_account(account)
+        if not bound:
+            raise BadArgs(f"no worker signs in with account {account}: bind one with a [[workers]] entry "
+                          "(account = \"...\") in tabfleetd's config")
+        free = [h for h in bound if h.state in (IDLE, BLOCKED)]
+        return (free or bound)[0].wid

@@ -21,6 +21,7 @@ from typing import Any
 from .errors import ConfigError
 from .profiles import var_problem
 from .sitepolicy import parse_hosts, parse_networks
+from .workerspec import WorkerSpec, parse_specs, spec_for
 
 
 def _key(default: Any, doc: str) -> Any:
@@ -112,6 +113,15 @@ class Config:
     log_file: Path = _key(None, "log to this file, rotated (default: stderr; with --detach, STATE_DIR/logs/tabfleetd.log)")
     log_max_mb: float = _key(10.0, "rotate the log file at this size in MiB (0: never)")
     log_backups: int = _key(5, "rotated log files kept")
+    # Set by `[[workers]]` tables in place of the `workers` count (workerspec.py); not a key of its own.
+    worker_specs: tuple[WorkerSpec, ...] = _key((), "[[workers]] tables, instead of a count, bind each worker to an account "
+                                                    "and a browser: account = \"NAME\" (default worker-N), browser = \"local\" "
+                                                    "or \"remote\", endpoint = \"ws://, wss://, http(s)://host:port\", "
+                                                    "headers = { Authorization = \"...\" }")
+
+    def worker_spec(self, wid: int) -> WorkerSpec:
+        """Worker `wid`'s account and browser (a local worker with account worker-N beyond the [[workers]] tables)."""
+        return spec_for(self.worker_specs, wid)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -147,6 +157,8 @@ def describe() -> str:
         default = f.default
         if default is None:
             lines.append(f"# {f.name} = ...")
+        elif f.name == "worker_specs":
+            lines.append('# [[workers]]\n# account = "worker-1"\n# browser = "local"')
         elif f.name == "site_vars":
             lines.append(f"# {f.name} = {{}}")
         else:
@@ -238,8 +250,15 @@ def load(path: Path | None, overrides: Mapping[str, Any], env: Mapping[str, str]
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         for name, value in raw.items():
-            if name not in FIELDS:
-                near = difflib.get_close_matches(name, FIELDS, n=1)
+            if name == "workers" and isinstance(value, list):
+                try:
+                    values["worker_specs"] = parse_specs(value, str(path))
+                    values["workers"] = len(values["worker_specs"])
+                except ConfigError as exc:
+                    problems.append(str(exc).removeprefix(f"{path}: "))
+                continue
+            if name not in FIELDS or name == "worker_specs":
+                near = difflib.get_close_matches(name, [f for f in FIELDS if f != "worker_specs"], n=1)
                 problems.append(f"unknown key '{name}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
                 continue
             try:

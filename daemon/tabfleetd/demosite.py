@@ -19,10 +19,16 @@ page forwards verbatim with every generate request:
     scope=default      key isolating rate-limit counters and seeded RNGs
     seed=<int>         make the error/hang/lockup/jitter draws repeatable
     challenge=0        seconds a bot check ("Just a moment...") shows after each page load (page-side only)
+    login=0            1: the site needs a signed-in account, as a real one does: without the session cookie
+                       ``demo_account`` the page sends the browser to /signin and generating is refused as
+                       logged out; each generation sets that cookie again with a fresh value (a session cookie)
+    person=NAME        on /signin (its ``next`` page's knob): the page signs NAME in by itself, as a person at the
+                       window would
 
 A prompt containing ``[[error]]``, ``[[ratelimit]]``, ``[[hang]]`` or
 ``[[lockup]]`` gets that outcome every time; ``[[logout]]`` logs the sending
-browser's session out for good (every later prompt from it gets an auth error). Bad knob values fall back to
+browser's session out for good (every later prompt from it gets an auth error; with login=1, its account's).
+Bad knob values fall back to
 their defaults with a warning rather than failing the request.
 """
 
@@ -36,19 +42,24 @@ import logging
 import math
 import random
 import secrets
+import re
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from .demoimage import render_png
+from .demopage import PAGE, SIGNIN_PAGE
 
 __all__ = ["DEFAULT_ERROR_MESSAGE", "DemoSite", "Knobs", "PAGE", "SESSION_COOKIE"]
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "demo_session"
+ACCOUNT_COOKIE = "demo_account"
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 DEFAULT_ERROR_MESSAGE = (
     "Something went wrong. If this issue persists please contact us through our help center."
 )
@@ -81,6 +92,26 @@ def _valid_session(token: str | None) -> bool:
         return False
     nonce, mac = token.split(".")
     return hmac.compare_digest(mac, _sign(nonce))
+
+
+def _new_account_token(name: str) -> str:
+    nonce = secrets.token_urlsafe(9)
+    return f"{name}.{nonce}.{_sign(name + '.' + nonce)}"
+
+
+def _account_of(token: str | None) -> str | None:
+    """The account a sign-in cookie names, when it is one this process signed."""
+    if not token or token.count(".") < 2 or not token.isascii():
+        return None
+    rest, mac = token.rsplit(".", 1)
+    name = rest.rsplit(".", 1)[0]
+    return name if ACCOUNT_NAME.fullmatch(name) and hmac.compare_digest(mac, _sign(rest)) else None
+
+
+def _flag(raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError("must be 0 or 1")
+    return raw == "1"
 
 
 def _rate(raw: str) -> float:
@@ -121,6 +152,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "lockup_rate": _rate,
     "scope": _text,
     "seed": int,
+    "login": _flag,
 }
 
 
@@ -163,6 +195,7 @@ class Knobs:
     lockup_rate: float = 0.0
     scope: str = "default"
     seed: int | None = None
+    login: bool = False
 
     @classmethod
     def parse(cls, raw: Mapping[str, object]) -> Knobs:
@@ -188,6 +221,9 @@ class DemoSite:
         # prompt -> number of images generated for it, so tests see duplicates.
         self.generated: dict[str, int] = {}
         self.logged_out: set[str] = set()  # sessions that sent a [[logout]] prompt
+        self.logged_out_accounts: set[str] = set()  # accounts signed out by a [[logout]] prompt (login=1)
+        self.signed_in: collections.Counter[str] = collections.Counter()  # account -> generations made signed in
+        self.signins: collections.Counter[str] = collections.Counter()  # account -> sign-ins at /signin
         self._images: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._recent: dict[str, collections.deque[float]] = {}
         self._rngs: dict[tuple[str, int], random.Random] = {}
@@ -215,6 +251,9 @@ class DemoSite:
                 web.get("/img/{image_id:[A-Za-z0-9_-]+}.png", self._image),
                 web.get("/healthz", self._healthz),
                 web.get("/api/stats", self._stats),
+                web.get("/signin", self._signin_page),
+                web.post("/signin", self._signin),
+                web.get("/api/whoami", self._whoami),
             ]
         )
         self._closing = asyncio.Event()
@@ -273,11 +312,39 @@ class DemoSite:
         return None
 
     async def _page(self, request: web.Request) -> web.Response:
+        if request.query.get("login") == "1" and self._signed_in(request) is None:
+            raise web.HTTPFound("/signin?" + urllib.parse.urlencode({"next": request.path_qs}))
         response = web.Response(text=PAGE, content_type="text/html", charset="utf-8")
         response.headers["Cache-Control"] = "no-store"
         if not _valid_session(request.cookies.get(SESSION_COOKIE)):
             response.set_cookie(SESSION_COOKIE, _new_session(), path="/", httponly=True, samesite="Lax")
         return response
+
+    def _signed_in(self, request: web.Request) -> str | None:
+        name = _account_of(request.cookies.get(ACCOUNT_COOKIE))
+        return None if name is None or name in self.logged_out_accounts else name
+
+    async def _signin_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=SIGNIN_PAGE, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    async def _signin(self, request: web.Request) -> web.Response:
+        """A person signed in: the account's session cookie (no expiry: it goes when the browser closes)."""
+        form = await request.post()
+        name, target = str(form.get("name") or ""), str(form.get("next") or "/")
+        if not ACCOUNT_NAME.fullmatch(name):
+            raise web.HTTPBadRequest(text="a name is 1 to 64 letters, digits and . _ @ -")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"
+        self.logged_out_accounts.discard(name)
+        self.signins[name] += 1
+        response = web.HTTPSeeOther(target)
+        response.set_cookie(ACCOUNT_COOKIE, _new_account_token(name), path="/", httponly=True, samesite="Lax")
+        raise response
+
+    async def _whoami(self, request: web.Request) -> web.Response:
+        name = self._signed_in(request)
+        return web.json_response({"user": {"name": name}} if name else {})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -296,7 +363,8 @@ class DemoSite:
 
     async def _stats(self, request: web.Request) -> web.Response:
         """How often each prompt was generated, so tests can count duplicate generations."""
-        return web.json_response({"generated": self.generated})
+        return web.json_response({"generated": self.generated, "signed_in": dict(self.signed_in),
+                                  "signins": dict(self.signins)})
 
     async def _generate(self, request: web.Request) -> web.Response:
         session = request.cookies.get(SESSION_COOKIE)
@@ -313,9 +381,14 @@ class DemoSite:
             return _error(400, "A prompt is required.", "error", None)
         raw_knobs = body.get("knobs")
         knobs = Knobs.parse(raw_knobs if isinstance(raw_knobs, dict) else {})
+        account = self._signed_in(request)
+        if knobs.login and account is None:
+            return _error(401, "You have been logged out. Please log in again to continue.", "auth", None)
         if "[[logout]]" in prompt:
             # This browser's account is now logged out, as when a real session expires.
             self.logged_out.add(str(session))
+            if knobs.login and account is not None:
+                self.logged_out_accounts.add(account)
             return _error(401, "You have been logged out. Please log in again to continue.", "auth", None)
 
         wait: int | None
@@ -349,241 +422,15 @@ class DemoSite:
         while len(self._images) > _MAX_IMAGES:
             self._images.popitem(last=False)
         self.generated[prompt] = self.generated.get(prompt, 0) + 1
-        return web.json_response({"image": f"/img/{image_id}.png"})
+        response = web.json_response({"image": f"/img/{image_id}.png"})
+        if knobs.login and account is not None:
+            # Sites refresh their session cookie as they go: a copy of the session kept from before is not the newest.
+            self.signed_in[account] += 1
+            response.set_cookie(ACCOUNT_COOKIE, _new_account_token(account), path="/", httponly=True, samesite="Lax")
+        return response
 
 
 def _error(status: int, message: str, kind: str, retry_after: int | None) -> web.Response:
     return web.json_response(
         {"error": message, "kind": kind, "retry_after": retry_after}, status=status
     )
-
-
-# The DOM contract (automation depends on these ids, classes and attributes):
-#   #thread > .turn.user[data-role=user]             the prompt as text
-#   #thread > .turn.assistant[data-role=assistant]   appended on send, holding
-#       .loading[data-testid=image-gen-loading-state] until done, then either
-#       img.result[alt="Generated image: PROMPT"] or p.error[data-kind], and
-#       data-state="done" once the img has loaded or the error is shown
-#   #prompt-textarea[contenteditable]                the composer
-#   #send[data-testid=send-button] / #stop[data-testid=stop-button]
-# Stop aborts the request and ends the turn with p.error[data-kind=stopped].
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Demo Image Chat</title>
-<style>
-  * { box-sizing: border-box; }
-  [hidden] { display: none !important; }
-  html, body { height: 100%; margin: 0; }
-  body {
-    display: flex; flex-direction: column;
-    font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-    color: #0d0d0d; background: #fff;
-  }
-  header {
-    padding: 12px 20px; font-size: 17px; font-weight: 600; color: #5d5d5d;
-    border-bottom: 1px solid #ececec;
-  }
-  header span { color: #0d0d0d; }
-  main { flex: 1; overflow-y: auto; }
-  #thread {
-    max-width: 760px; margin: 0 auto; padding: 24px 20px 8px;
-    display: flex; flex-direction: column; gap: 18px;
-  }
-  .turn { max-width: 100%; }
-  .turn.user {
-    align-self: flex-end; max-width: 70%; padding: 10px 16px;
-    background: #f4f4f4; border-radius: 18px; white-space: pre-wrap; overflow-wrap: anywhere;
-  }
-  .turn.assistant { align-self: flex-start; }
-  .loading {
-    width: 256px; height: 256px; border-radius: 14px; background: #f0f0f0;
-    display: flex; align-items: center; justify-content: center;
-    color: #8f8f8f; font-size: 14px; animation: pulse 1.6s ease-in-out infinite;
-  }
-  @keyframes pulse { 50% { opacity: .55; } }
-  img.result {
-    display: block; width: 256px; height: 256px; border-radius: 14px;
-    image-rendering: pixelated; box-shadow: 0 1px 4px rgba(0,0,0,.12);
-  }
-  p.error {
-    margin: 0; padding: 10px 14px; border: 1px solid #f3c1c1; border-radius: 12px;
-    background: #fff5f5; color: #b42318; max-width: 520px;
-  }
-  p.error[data-kind="rate_limit"] { border-color: #f5d58a; background: #fffbeb; color: #8a5a00; }
-  p.error[data-kind="stopped"] { border-color: #e3e3e3; background: #fafafa; color: #6b6b6b; }
-  footer { padding: 8px 20px 20px; }
-  .composer-box {
-    max-width: 760px; margin: 0 auto; display: flex; align-items: flex-end; gap: 8px;
-    padding: 10px 10px 10px 18px; border-radius: 26px; background: #f4f4f4;
-    box-shadow: 0 0 0 1px #e5e5e5;
-  }
-  .composer {
-    flex: 1; min-height: 24px; max-height: 200px; overflow-y: auto; padding: 6px 0;
-    outline: none; white-space: pre-wrap; overflow-wrap: anywhere;
-  }
-  .composer:empty::before { content: attr(data-placeholder); color: #8f8f8f; }
-  footer button {
-    height: 36px; padding: 0 16px; border: 0; border-radius: 18px;
-    font: inherit; font-weight: 600; cursor: pointer; color: #fff; background: #0d0d0d;
-  }
-  footer button:disabled { opacity: .3; cursor: default; }
-  #stop { background: #fff; color: #0d0d0d; box-shadow: inset 0 0 0 1.5px #0d0d0d; }
-  .hint { max-width: 760px; margin: 6px auto 0; text-align: center; font-size: 12px; color: #8f8f8f; }
-</style>
-</head>
-<body>
-<header>Demo <span>Image Chat</span></header>
-<main id="scroller"><div id="thread"></div></main>
-<footer>
-  <div class="composer-box">
-    <div id="prompt-textarea" contenteditable="true" class="composer" role="textbox"
-         aria-multiline="true" data-placeholder="Describe an image"></div>
-    <button id="send" data-testid="send-button" type="button">Send</button>
-    <button id="stop" data-testid="stop-button" type="button" hidden disabled>Stop</button>
-  </div>
-  <div class="hint">A local stand-in for an image generator. Images are deterministic mosaics.</div>
-</footer>
-<script>
-(() => {
-  "use strict";
-  // Long benchmark runs reuse one page; cap the DOM at 50 prompt/answer pairs.
-  const MAX_TURNS = 100;
-  const knobs = {};
-  for (const [key, value] of new URLSearchParams(location.search)) knobs[key] = value;
-
-  const scroller = document.getElementById("scroller");
-  const thread = document.getElementById("thread");
-  const composer = document.getElementById("prompt-textarea");
-  const sendButton = document.getElementById("send");
-  const stopButton = document.getElementById("stop");
-  let current = null;  // {turn, controller} while a generation runs
-
-  function setBusy(busy) {
-    sendButton.hidden = busy;
-    sendButton.disabled = busy;
-    stopButton.hidden = !busy;
-    stopButton.disabled = !busy;
-  }
-
-  function turn(role) {
-    const div = document.createElement("div");
-    div.className = "turn " + role;
-    div.dataset.role = role;
-    return div;
-  }
-
-  function scrollDown() { scroller.scrollTop = scroller.scrollHeight; }
-
-  function finish(assistant, node) {
-    if (assistant.dataset.state === "done") return;
-    const loading = assistant.querySelector(".loading");
-    if (loading) loading.remove();
-    assistant.appendChild(node);
-    assistant.dataset.state = "done";
-    if (current && current.turn === assistant) {
-      current = null;
-      setBusy(false);
-    }
-    scrollDown();
-  }
-
-  function showError(assistant, message, kind) {
-    const p = document.createElement("p");
-    p.className = "error";
-    p.dataset.kind = kind;
-    p.textContent = message;
-    finish(assistant, p);
-  }
-
-  function showImage(assistant, prompt, src) {
-    // Loaded detached, so the turn never holds both the spinner and the image.
-    const img = new Image();
-    img.className = "result";
-    img.alt = "Generated image: " + prompt;
-    img.onload = () => finish(assistant, img);
-    img.onerror = () => showError(assistant, "The image could not be loaded.", "error");
-    img.src = src;
-  }
-
-  async function send() {
-    if (current) return;
-    const prompt = composer.innerText.trim();
-    if (!prompt) return;
-
-    const user = turn("user");
-    user.textContent = prompt;
-    composer.textContent = "";
-    const assistant = turn("assistant");
-    const loading = document.createElement("div");
-    loading.className = "loading";
-    loading.dataset.testid = "image-gen-loading-state";
-    loading.textContent = "Creating image\\u2026";
-    assistant.appendChild(loading);
-    thread.append(user, assistant);
-    while (thread.children.length > MAX_TURNS) thread.firstElementChild.remove();
-    scrollDown();
-
-    const controller = new AbortController();
-    current = {turn: assistant, controller};
-    setBusy(true);
-
-    let response, data = null;
-    try {
-      response = await fetch("/api/generate", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({prompt, knobs}),
-        signal: controller.signal,
-      });
-      data = await response.json().catch(() => null);
-    } catch (err) {
-      if (!controller.signal.aborted) {
-        showError(assistant, "Network error. Check your connection and try again.", "error");
-      }
-      return;
-    }
-    if (controller.signal.aborted) return;
-    if (data && data.lockup) {
-      // A locked-up renderer: nothing on this page runs again.
-      for (;;) {}
-    }
-    if (response.ok && data && typeof data.image === "string") {
-      showImage(assistant, prompt, data.image);
-    } else {
-      const message = (data && data.error) || ("Request failed (HTTP " + response.status + ").");
-      showError(assistant, message, (data && data.kind) || "error");
-    }
-  }
-
-  sendButton.addEventListener("click", send);
-  stopButton.addEventListener("click", () => {
-    if (!current) return;
-    const {turn: assistant, controller} = current;
-    controller.abort();
-    showError(assistant, "Image generation stopped.", "stopped");
-  });
-  composer.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      send();
-    }
-  });
-  const check = parseFloat(knobs.challenge || "0");
-  if (check > 0) {
-    // A bot check like Cloudflare's: the title says so and the app is hidden until it passes.
-    const footer = document.querySelector("footer");
-    const title = document.title;
-    document.title = "Just a moment...";
-    footer.hidden = true;
-    setTimeout(() => { document.title = title; footer.hidden = false; composer.focus(); }, check * 1000);
-  }
-  composer.focus();
-})();
-</script>
-</body>
-</html>
-"""

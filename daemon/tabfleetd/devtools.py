@@ -8,13 +8,16 @@ Connection with the websocket replaced by PipeTransport; everything above it
 loop's pipe transport, so it never blocks the worker; Chromium's death is the
 pipe's EOF, which fails every call in flight at once.
 
-A worker gets its Browser from connect_browser() alone, so another kind of
-browser (a remote CDP endpoint) can be added beside the pipe.
+A worker gets its Browser from connect_browser() (a Chromium it launched, over
+the pipe) or connect_remote() (a browser elsewhere, over an endpoint's
+WebSocket: endpoint.py).  Both speak through CdpConnection, so a closed
+connection fails every call in flight at once either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 from typing import Any
@@ -24,6 +27,7 @@ from pyppeteer.connection import Connection
 from pyee import EventEmitter
 
 from .browser import Chromium, DevToolsPipe
+from .endpoint import RemoteEndpoint, WebSocketTransport
 from .errors import BrowserStartError
 
 log = logging.getLogger(__name__)
@@ -103,13 +107,13 @@ class PipeTransport(asyncio.Protocol):
         self.messages.put_nowait(None)
 
 
-class PipeConnection(Connection):
-    """pyppeteer's Connection over a PipeTransport instead of a websocket."""
+class CdpConnection(Connection):
+    """pyppeteer's Connection over a transport of ours (a PipeTransport, a WebSocketTransport) instead of its websocket."""
 
-    def __init__(self, transport: PipeTransport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop, url: str = "pipe:") -> None:
         # Connection.__init__ would open a websocket; these are the attributes its methods use.
         EventEmitter.__init__(self)
-        self._url = "pipe:"
+        self._url = url
         self._lastId = 0
         self._callbacks: dict[int, asyncio.Future[Any]] = {}
         self._delay = 0.0
@@ -124,7 +128,7 @@ class PipeConnection(Connection):
         while self._connected:
             message = await self.connection.recv()
             if message is None:
-                log.debug("DevTools pipe: EOF")
+                log.debug("DevTools connection %s: closed", self._url)
                 break
             try:
                 await self._on_message(message)
@@ -135,7 +139,9 @@ class PipeConnection(Connection):
 
     async def _async_send(self, msg: str, callback_id: int) -> None:
         try:
-            self.connection.send(msg)
+            sent = self.connection.send(msg)
+            if inspect.isawaitable(sent):
+                await sent
         except ConnectionError as exc:
             callback = self._callbacks.pop(callback_id, None)
             if callback is not None and not callback.done():
@@ -151,6 +157,9 @@ class PipeConnection(Connection):
     async def _on_close(self) -> None:
         forget_abandoned_calls(self)
         await super()._on_close()
+
+
+PipeConnection = CdpConnection
 
 
 def forget_abandoned_calls(node: Any) -> None:
@@ -181,7 +190,25 @@ async def connect_browser(chromium: Chromium, timeout: float, viewport: dict[str
     raise BrowserStartError(f"Chromium {problem}; see {chromium.log_path}")
 
 
-async def handshake(connection: PipeConnection, viewport: dict[str, Any] | None) -> Browser:
+async def connect_remote(endpoint: RemoteEndpoint, timeout: float, viewport: dict[str, Any] | None) -> Browser:
+    """A pyppeteer Browser driving the browser at a remote endpoint, within `timeout`; BrowserStartError says why not.
+
+    Closing it (disconnect) closes the WebSocket only: the remote browser is not ours to quit.
+    """
+    transport = await WebSocketTransport.open(endpoint, timeout)
+    connection = CdpConnection(transport, asyncio.get_running_loop(), endpoint.shown)
+    try:
+        contexts = (await asyncio.wait_for(connection.send("Target.getBrowserContexts"), timeout)).get("browserContextIds", [])
+        return await asyncio.wait_for(Browser.create(connection, contexts, False, viewport, None, lambda: None), timeout)
+    except asyncio.TimeoutError:
+        problem = f"did not answer within {timeout:.0f} s"
+    except Exception as exc:  # the connection closed, or the browser refused a command
+        problem = f"failed at the handshake: {endpoint.scrub(str(exc)) or type(exc).__name__}"
+    await connection.dispose()
+    raise BrowserStartError(f"the remote browser at {endpoint.shown} {problem}")
+
+
+async def handshake(connection: CdpConnection, viewport: dict[str, Any] | None) -> Browser:
     """What pyppeteer.connect() does once it has a connection: the browser contexts, then the Browser."""
     contexts = (await connection.send("Target.getBrowserContexts")).get("browserContextIds", [])
     return await Browser.create(connection, contexts, False, viewport, None, lambda: connection.send("Browser.close"))

@@ -16,7 +16,8 @@
     │   ├── OutDirError           1402
     │   │   └── ForeignFile       1404  something tabfleet did not write sits at an output's name
     │   ├── ProfileError          1403  a site profile that cannot be used
-    │   └── OverCapacity          1405  a job over the configured caps on tasks
+    │   ├── OverCapacity          1405  a job over the configured caps on tasks
+    │   └── SessionFileError      1406  a cookies file that cannot be imported as an account's session
     ├── StateError                1500
     │   ├── IllegalTransition     1501
     │   └── StoreFormatError      1502  a store written by a newer tabfleetd
@@ -123,6 +124,16 @@ class OverCapacity(InputError):
     """A submit over max_tasks_per_job or max_queued_tasks."""
 
     code = 1405
+
+
+class SessionFileError(InputError):
+    """A cookies export (Netscape cookies.txt or JSON) that cannot be an account's session; names the file and line."""
+
+    code = 1406
+
+    def __init__(self, filename: str, line: int | None, problem: str) -> None:
+        where = f"{filename} line {line}" if line is not None else filename
+        super().__init__(f"{where}: {problem}")
 
 
 class StateError(TabfleetError):

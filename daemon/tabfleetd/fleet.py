@@ -25,10 +25,14 @@ from .memory import GROW, HOLD, SHRINK, Governor, Reading, probe_from_config
 
 log = logging.getLogger(__name__)
 
-STARTING, IDLE, BUSY, BLOCKED, STOPPING, RESTARTING, DEAD, RETIRING = (
-    "starting", "idle", "busy", "blocked", "stopping", "restarting", "dead", "retiring")
+STARTING, IDLE, BUSY, BLOCKED, STOPPING, RESTARTING, DEAD, RETIRING, RECONNECTING = (
+    "starting", "idle", "busy", "blocked", "stopping", "restarting", "dead", "retiring", "reconnecting")
+CONNECTING, CONNECTED = "connecting", "connected"  # a worker's connection to its browser (or RECONNECTING)
 RESTART_BACKOFF_CAP_S = 60.0
 MP = multiprocessing.get_context("spawn")
+# What a worker process runs.  Only tests/bench/coordinator_daemon.py puts another here: a benchmark worker that
+# answers every task at once, to measure the coordinator alone.  Nothing in tabfleetd ever changes it.
+WORKER_MAIN = worker_module.main
 
 
 @dataclass
@@ -54,6 +58,13 @@ class WorkerHandle:
     deliberate: bool = False  # we are ending it on purpose (a restart asked for): its task's attempt is refunded
     last_heartbeat: float = field(default_factory=time.monotonic)
     rss_mb: float = 0.0
+    account_name: str = ""  # from its [[workers]] entry; default worker-N
+    browser_kind: str = "local"
+    endpoint: str | None = None  # a remote browser's scheme://host:port, never more
+    connection: str = CONNECTING
+    reconnects: int = 0  # times it attached its browser again after losing it
+    browser_error: str | None = None  # why the browser is not attached, while reconnecting (secrets already scrubbed)
+    reconnect_at: float | None = None  # wall-clock time of the next attempt while reconnecting
     last_error_at: float | None = None  # wall-clock time of last_error, so status shows its age
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -64,14 +75,17 @@ class WorkerHandle:
 
     @property
     def account(self) -> str:
-        """The signed-in account this worker's browser profile holds."""
-        return f"worker-{self.wid}"
+        """The account this worker signs in with."""
+        return self.account_name or f"worker-{self.wid}"
 
     def health(self) -> str:
         if self.state == BLOCKED:
             return f"blocked: {self.blocked_reason}"
         if self.state == RESTARTING and self.restart_at is not None:
             return f"restarting in {max(0.0, self.restart_at - time.time()):.0f} s"
+        if self.state == RECONNECTING:
+            left = "" if self.reconnect_at is None else f"; next try in {max(0.0, self.reconnect_at - time.time()):.0f} s"
+            return f"reconnecting to {self.endpoint}: {self.browser_error or 'connection closed'}{left}"
         silent = time.monotonic() - self.last_heartbeat
         if self.state in (IDLE, BUSY) and silent > 5:
             return f"silent for {silent:.0f} s"
@@ -84,7 +98,9 @@ class WorkerHandle:
                 "current_prompt": None if self.task is None else self.task["prompt"],
                 "rss_mb": self.rss_mb, "last_error": self.last_error, "last_error_at": self.last_error_at,
                 "restarts": self.restarts,
-                "failures_in_row": self.failures_in_row, "restart_at": self.restart_at, "rotations": self.rotations}
+                "failures_in_row": self.failures_in_row, "restart_at": self.restart_at, "rotations": self.rotations,
+                "browser": {"kind": self.browser_kind, "endpoint": self.endpoint, "connection": self.connection,
+                            "reconnects": self.reconnects, "error": self.browser_error}}
 
 
 MessageHook = Callable[[WorkerHandle, dict[str, Any]], Awaitable[None]]
@@ -107,6 +123,8 @@ class Fleet:
         self.governor = Governor(config.memory_high, config.memory_critical, config.memory_low)
         self.memory: Reading | None = None
         self.on_capacity: Callable[[], None] = lambda: None
+        # A remote browser lost ("lost") or attached again ("back"): the daemon makes an event of it.
+        self.on_browser_change: Callable[[WorkerHandle, str], None] = lambda handle, change: None
         self._sizer: asyncio.Task[None] | None = None
         self._resize_again = False
         self._governor: asyncio.Task[None] | None = None
@@ -150,7 +168,9 @@ class Fleet:
                     await asyncio.sleep(self.config.stagger_s)  # one browser start at a time eases the CPU and the site
                 if self.stopping or self.hold or wid > self.target or wid in self.workers:
                     continue
-                await self.spawn(WorkerHandle(wid))
+                spec = self.config.worker_spec(wid)
+                await self.spawn(WorkerHandle(wid, account_name=spec.account_of(wid), browser_kind=spec.browser,
+                                              endpoint=spec.remote.shown if spec.remote else None))
                 first = False
             if not self._resize_again:
                 return
@@ -164,7 +184,7 @@ class Fleet:
 
     async def spawn(self, handle: WorkerHandle) -> None:
         parent, child = MP.Pipe(duplex=True)
-        proc = MP.Process(target=worker_module.main, args=(handle.wid, child, self.config, self.chromium),
+        proc = MP.Process(target=WORKER_MAIN, args=(handle.wid, child, self.config, self.chromium),
                           name=f"tabfleet-worker-{handle.wid}", daemon=False)
         proc.start()
         child.close()
@@ -172,6 +192,7 @@ class Fleet:
         handle.task = handle.browser = handle.restart_at = handle.blocked_reason = None
         handle.failures_in_row = 0
         handle.deliberate = False
+        handle.connection, handle.reconnect_at = CONNECTING, None
         handle.last_heartbeat = time.monotonic()
         handle.chan = await Channel.open(parent)
         self.workers[handle.wid] = handle
@@ -201,8 +222,17 @@ class Fleet:
                 if kind == "hello":
                     handle.browser = msg.get("browser")
                     handle.rotations = int(msg.get("rotations") or 0)
-                    if handle.state in (STARTING, BUSY) and handle.task is None:
+                    back = handle.connection == RECONNECTING
+                    if back:
+                        handle.reconnects += 1
+                        log.info("worker %d: attached to %s again", handle.wid, handle.endpoint)
+                    handle.connection, handle.browser_error, handle.reconnect_at = CONNECTED, None, None
+                    if back:
+                        self.on_browser_change(handle, "back")
+                    if handle.state in (STARTING, BUSY, RECONNECTING) and handle.task is None:
                         handle.state = IDLE
+                elif kind == "browser" and msg.get("state") == RECONNECTING:
+                    self.reconnecting(handle, msg)
                 elif kind == "fatal":
                     handle.last_error = str(msg.get("error"))
                     log.error("worker %d cannot run: %s", handle.wid, handle.last_error)
@@ -220,7 +250,7 @@ class Fleet:
         if proc.is_alive():
             proc.kill()
             await asyncio.get_running_loop().run_in_executor(None, proc.join, 5)
-        if handle.browser:
+        if handle.browser and handle.browser.get("pgid"):
             # The worker may have died by SIGKILL without ending its Chromium.
             kill_group(int(handle.browser["pgid"]))
             await asyncio.get_running_loop().run_in_executor(None, kill_profile_processes, Path(handle.browser["profile"]))
@@ -248,6 +278,24 @@ class Fleet:
             elif not self.stopping:
                 self.workers.pop(handle.wid, None)
 
+    def reconnecting(self, handle: WorkerHandle, msg: dict[str, Any]) -> None:
+        """The worker lost its remote browser: it takes no task until its next hello (a task in flight ends first)."""
+        lost = handle.connection != RECONNECTING
+        if lost:
+            log.warning("worker %d lost its browser at %s: %s", handle.wid, handle.endpoint, msg.get("error"))
+        handle.connection = RECONNECTING
+        handle.browser_error = str(msg.get("error") or "")[:300] or None
+        if lost:
+            self.on_browser_change(handle, "lost")
+        handle.reconnect_at = time.time() + float(msg.get("retry_in_s") or 0)
+        if handle.state in (IDLE, STARTING):
+            handle.state = RECONNECTING
+
+    def task_ended(self, handle: WorkerHandle) -> None:
+        """A busy worker's task is over: it is idle again, or reconnecting if its browser went meanwhile."""
+        if handle.state == BUSY:
+            handle.state = RECONNECTING if handle.connection == RECONNECTING else IDLE
+
     def restart_delay(self, handle: WorkerHandle) -> float:
         """1 s growing to 60 s while a worker keeps dying without finishing a task, with jitter."""
         ceiling = min(RESTART_BACKOFF_CAP_S, self.config.restart_delay_s * 2 ** handle.restart_streak)
@@ -258,6 +306,28 @@ class Fleet:
         handle.state, handle.blocked_reason = BLOCKED, reason
         log.warning("worker %d takes no more tasks: %s", handle.wid, reason)
 
+    def block_account(self, account: str, reason: str | None) -> list[WorkerHandle]:
+        """Every idle worker of a signed-out account stops too (its other workers share the session); those blocked."""
+        blocked = [h for h in self.workers.values() if h.account == account and h.state in (IDLE, RECONNECTING)]
+        for handle in blocked:
+            self.block(handle, reason)
+        return blocked
+
+    def unblock_account(self, account: str) -> list[WorkerHandle]:
+        """The account has a new session: its blocked workers take tasks again."""
+        freed = [h for h in self.workers.values() if h.account == account and h.state == BLOCKED]
+        for handle in freed:
+            handle.state = RECONNECTING if handle.connection == RECONNECTING else IDLE
+            handle.blocked_reason = None
+            log.info("worker %d takes tasks again: account %s has a new session", handle.wid, account)
+        if freed:
+            self.on_capacity()
+        return freed
+
+    def of_account(self, account: str) -> list[WorkerHandle]:
+        return sorted((h for h in self.workers.values() if h.account == account and h.state not in (DEAD, RESTARTING)),
+                      key=lambda h: h.wid)
+
     def restart(self, handle: WorkerHandle, reason: str) -> None:
         """Kill a worker and its Chromium; the reader notices and starts it again.
 
@@ -266,14 +336,14 @@ class Fleet:
         """
         handle.last_error = reason
         handle.deliberate = True
-        if handle.state in (IDLE, BUSY, BLOCKED, STARTING):
+        if handle.state in (IDLE, BUSY, BLOCKED, STARTING, RECONNECTING):
             handle.state = STOPPING
         self.kill(handle)
 
     def kill(self, handle: WorkerHandle) -> None:
         if handle.proc is not None and handle.proc.is_alive():
             handle.proc.kill()
-        if handle.browser:
+        if handle.browser and handle.browser.get("pgid"):  # a remote browser is not ours to kill
             kill_group(int(handle.browser["pgid"]))
 
     async def watch(self) -> None:
@@ -355,7 +425,7 @@ class Fleet:
         while time.monotonic() < deadline and any(h.state == BUSY for h in self.workers.values()):
             await asyncio.sleep(0.1)
         for handle in self.workers.values():
-            if handle.state in (IDLE, STARTING, BLOCKED) and handle.chan is not None:
+            if handle.state in (IDLE, STARTING, BLOCKED, RECONNECTING) and handle.chan is not None:
                 try:
                     await asyncio.wait_for(handle.chan.send({"t": "stop"}), 1)
                 except (ConnectionError, asyncio.TimeoutError):

@@ -87,6 +87,7 @@ class FleetCollector(Collector):
         yield from self._workers()
         yield from self._memory()
         yield from self._pacing()
+        yield from self._browsers_and_accounts()
         info = InfoMetricFamily("tabfleet", "The running tabfleetd.")
         info.add_metric([], {"version": __version__})
         yield info
@@ -235,15 +236,39 @@ class FleetCollector(Collector):
         quota = GaugeMetricFamily("tabfleet_account_quota_exhausted",
                                   "1 while an account waits out a plan quota (a stated wait over an hour), else 0.",
                                   labels=["account"])
-        for h in sorted(self.daemon.fleet.workers.values(), key=lambda h: h.wid):
-            account = self.daemon.limits.account_view(h.account, now)
-            cooling.add_metric([h.account], self.daemon.limits.cooling(h.account, now))
-            quota.add_metric([h.account], 1 if account.get("quota") else 0)
+        for account in sorted({h.account for h in self.daemon.fleet.workers.values()}):  # workers may share one
+            cooling.add_metric([account], self.daemon.limits.cooling(account, now))
+            quota.add_metric([account], 1 if self.daemon.limits.account_view(account, now).get("quota") else 0)
         yield cooling
         yield quota
         waiting = GaugeMetricFamily("tabfleet_jobs_waiting_for_output", "Jobs waiting for room in their output directory.")
         waiting.add_metric([], len(self.daemon.scheduler.disk.waiting))
         yield waiting
+
+
+    def _browsers_and_accounts(self) -> Iterator[Metric]:
+        """Each worker's browser (kind, host, connection; never a secret) and each account's sign-in state."""
+        handles = sorted(self.daemon.fleet.workers.values(), key=lambda h: h.wid)
+        browser = GaugeMetricFamily("tabfleet_worker_browser", "1 for each worker's browser: its kind, endpoint host and "
+                                    "connection state.", labels=["worker", "kind", "endpoint", "connection"])
+        reconnects = CounterMetricFamily("tabfleet_worker_browser_reconnects",
+                                         "Times each worker attached its remote browser again after losing it.", labels=["worker"])
+        for h in handles:
+            browser.add_metric([str(h.wid), h.browser_kind, h.endpoint or "", h.connection], 1)
+            reconnects.add_metric([str(h.wid)], h.reconnects)
+        yield browser
+        yield reconnects
+        roster = self.daemon.roster
+        signed_in = GaugeMetricFamily("tabfleet_account_signed_in", "1 while an account is signed in as its workers last "
+                                      "found it, 0 when signed out or challenged (unknown: absent).", labels=["account"])
+        for account in sorted({h.account for h in handles} | {a.name for a in roster.accounts.values() if a.has_file}):
+            state = roster.state(account)
+            if state in ("signed in", "signed out", "challenged"):
+                signed_in.add_metric([account], 1 if state == "signed in" else 0)
+        yield signed_in
+        commits = CounterMetricFamily("tabfleet_store_write_transactions", "Synced LMDB write transactions since start.")
+        commits.add_metric([], self.daemon.store.store.commits)
+        yield commits
 
 
 class Durations:

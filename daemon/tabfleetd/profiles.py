@@ -146,6 +146,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "probe_url": Key("probe", "", "fetched in the page with its cookies when the site is opened: a path on the "
                          "start URL's site (`/api/session`) or an http(s) URL on a host the daemon allows"),
         "probe_pattern": Key("regex", "", "the probe's response must match this, else the worker is signed out"),
+        "local_storage": Key("bool", False, "the site keeps its sign-in in local storage too: the account's session "
+                             "keeps the site's local storage beside its cookies (see \"Accounts\")"),
     },
     "timeouts": {
         "load_s": Key("float", 30.0, "for the start page to load and show its input (or ready) selector", least=0.1),

@@ -27,8 +27,10 @@ def changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
 def apply(daemon: Daemon, new: Config) -> tuple[list[str], list[str]]:
     """Put the reloadable keys of `new` into the running daemon; return (applied, waiting for a restart)."""
     changed = changes(daemon.config, new)
-    live = sorted(k for k in changed if k in RELOADABLE)
-    later = sorted(k for k in changed if k not in RELOADABLE)
+    # New [[workers]] bindings need a restart; resizing to their count now would half-apply them.
+    hold = {"workers"} if "worker_specs" in changed else set()
+    live = sorted(k for k in changed if k in RELOADABLE and k not in hold)
+    later = sorted(k for k in changed if k not in RELOADABLE or k in hold)
     daemon.config = daemon.config.replace(**{k: getattr(new, k) for k in live})
     cfg = daemon.config
     if "workers" in live:

@@ -14,6 +14,7 @@ happens to the worker that saw the failure.
     challenge   pending again at once         refunded  stops taking tasks until restarted
     unreachable when the site answers again   refunded  -  (the site's dispatch pauses with backoff)
     disk        when the output has room      refunded  -  (the job waits; a finished image is kept)
+    detached    pending again at once         refunded  -  (its remote browser is gone; it takes no task until back)
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Any
 
 from .states import TaskState
 
-TRANSIENT, TIMEOUT, CRASH, RATE_LIMIT, PERMANENT, AUTH, CHALLENGE, UNREACHABLE, DISK = (
-    "transient", "timeout", "crash", "rate_limit", "permanent", "auth", "challenge", "unreachable", "disk")
+TRANSIENT, TIMEOUT, CRASH, RATE_LIMIT, PERMANENT, AUTH, CHALLENGE, UNREACHABLE, DISK, DETACHED = (
+    "transient", "timeout", "crash", "rate_limit", "permanent", "auth", "challenge", "unreachable", "disk", "detached")
 WORKER_BLOCKING = frozenset({AUTH, CHALLENGE})
 NEVER_RETRIED = frozenset({PERMANENT})
 FREE_RATE_LIMITS = 10  # rate-limited attempts of one task that do not count against its budget
@@ -92,6 +93,13 @@ class BlockWorker(Policy):
         return Decision(TaskState.PENDING, refund=True, block_worker=True)
 
 
+class GoElsewhere(Policy):
+    """The task never reached a browser (the worker's remote browser was gone): another worker takes it, free."""
+
+    def decide(self, task: dict[str, Any], wait_s: float | None, now: float, backoff: Backoff) -> Decision:
+        return Decision(TaskState.PENDING, refund=True)
+
+
 class WaitElsewhere(Policy):
     """The fault is not the prompt's (the site is down, the disk is full): wait as long as the scheduler says, free."""
 
@@ -102,7 +110,7 @@ class WaitElsewhere(Policy):
 POLICIES: dict[str, Policy] = {
     TRANSIENT: RetryWithBackoff(), TIMEOUT: RetryWithBackoff(), CRASH: RetryWithBackoff(),
     RATE_LIMIT: HonourStatedWait(), PERMANENT: FailAtOnce(), AUTH: BlockWorker(), CHALLENGE: BlockWorker(),
-    UNREACHABLE: WaitElsewhere(), DISK: WaitElsewhere(),
+    UNREACHABLE: WaitElsewhere(), DISK: WaitElsewhere(), DETACHED: GoElsewhere(),
 }
 
 

@@ -27,7 +27,7 @@ from .held import HeldImages
 from .limits import Limits
 from .outages import DiskWaits, SiteOutages
 from .rate import moving_rate_per_min
-from .retries import CRASH, DISK, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, UNREACHABLE, Decision, RetryPolicy
+from .retries import CRASH, DETACHED, DISK, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, UNREACHABLE, Decision, RetryPolicy
 from .states import FINISHED_JOB_STATES, TaskState
 from .store import AsyncStore, Store, task_key
 
@@ -38,7 +38,7 @@ RATE_WINDOW_S = 120.0
 WORKER_FAILURES = frozenset({TRANSIENT, TIMEOUT, CRASH})
 FAILURES_BEFORE_RESTART = 3
 # Outcomes that do not show the site answering (so they neither end an outage nor confirm it).
-SAYS_NOTHING_OF_THE_SITE = frozenset({UNREACHABLE, TIMEOUT, CRASH, DISK})
+SAYS_NOTHING_OF_THE_SITE = frozenset({UNREACHABLE, TIMEOUT, CRASH, DISK, DETACHED})
 FREE_CHECK_S = 2.0  # how often a job's output filesystem is checked for free space
 PACING_SAVE_S = 5.0  # what pacing learned is saved at most this often
 RECORD_RETRY_S = 2.0
@@ -319,8 +319,7 @@ class Scheduler:
             # The worker's fate is settled before any await, so no task is handed to a worker about to restart.
             self.judge_worker(handle, decision, kind, str(msg.get("blame") or "worker"))
             work = lambda: self.record_failure(handle.wid, task, key, msg, decision)
-        if handle.state == BUSY:
-            handle.state = IDLE
+        self.fleet.task_ended(handle)
         await self.settle(work)
         if handle.retire:
             self.fleet.retire(handle)
@@ -371,6 +370,9 @@ class Scheduler:
         if decision.block_worker:
             self.fleet.block(handle, handle.last_error)
             self.events.emit("worker_blocked", worker=handle.wid, reason=handle.last_error)
+            # The account is signed out (or challenged), not just this browser: its other workers stop too.
+            for other in self.fleet.block_account(handle.account, f"account {handle.account}: {handle.last_error}"):
+                self.events.emit("worker_blocked", worker=other.wid, reason=other.blocked_reason)
         elif kind in WORKER_FAILURES and blame != "site":
             handle.failures_in_row += 1
             if handle.failures_in_row >= FAILURES_BEFORE_RESTART:

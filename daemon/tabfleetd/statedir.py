@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-SUBDIRS = ("store", "logs", "profiles", "snapshots", "xvfb")
+SUBDIRS = ("store", "logs", "profiles", "snapshots", "xvfb", "accounts")
 CHILD_UMASK = 0o077  # for Chromium and Xvfb
 TIGHTEN_DEPTH = 3  # state/profiles/worker-N/<entries>: anything deeper sits inside a 0700 directory
 

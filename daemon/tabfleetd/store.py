@@ -69,6 +69,7 @@ class Store:
         """Open the store, refusing a damaged one with StoreDamaged; verify=False skips the full file walk."""
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.commits = 0  # write transactions since open (metrics, the coordinator benchmark)
         if verify:
             storefile.check_before_open(path)
         try:
@@ -114,7 +115,9 @@ class Store:
         while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    return fn(txn)
+                    result = fn(txn)
+                self.commits += 1  # read by the metrics from another thread: an int, a torn read is impossible
+                return result
             except lmdb.MapFullError:
                 new_size = self.env.info()["map_size"] * 2
                 log.info("LMDB map full; growing it to %.1f MiB", new_size / 2**20)

@@ -1,12 +1,18 @@
-"""A worker process: one Chromium, one page, one site adapter, one task at a time.
+"""A worker process: one browser, one page, one site adapter, one account, one task at a time.
 
-Started by the fleet through a spawn context.  It talks to the daemon only
-through its Channel:
+Started by the fleet through a spawn context.  Its browser is a Chromium it launches and drives over a pipe
+(local), or a browser elsewhere that it attaches to over a DevTools endpoint (remote, remote.py), as its
+`[[workers]]` entry says.  Either way it applies its account's session when it attaches and sends the
+refreshed session back after tasks (sessions.py).  It talks to the daemon only through its Channel:
 
     daemon -> worker  {"t": "task", "key", "prompt", "path", "site", "url", "deadline_s", "answer_s"}
                       {"t": "login", "url", "display", "args"}   open the profile headed until the person closes it
+                      {"t": "session"}   the account's session changed (imported, removed): apply it, replacing the browser's
                       {"t": "stop"}
-    worker -> daemon  {"t": "hello", "pid", "browser": {"pid", "pgid", "profile"}}
+    worker -> daemon  {"t": "hello", "pid", "browser": {"kind": "local", "pid", "pgid", "profile"} | {"kind": "remote", "endpoint"}}
+                      {"t": "browser", "state": "reconnecting", "error", "attempt", "retry_in_s"}   a remote browser is gone;
+                                        no task until the next hello (one sent meanwhile is answered "detached")
+                      {"t": "session", "account", "session": {"cookies", "origins"}, "source"}   the session as the browser has it now
                       {"t": "hb", "rss_mb"}
                       {"t": "result", "key", "ok": true, "file", "sha256", "bytes", "adopted", "started", "finished",
                        "sent_at", "answer_s"}
@@ -23,6 +29,7 @@ import errno
 import hashlib
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -32,6 +39,8 @@ from typing import Any
 
 import psutil
 
+from . import sessions
+from .accounts import AccountFiles
 from .browser import Chromium
 from .channel import Channel
 from .config import Config
@@ -41,8 +50,9 @@ from .errors import BrowserError, OutDirError, ProfileError, SiteError
 from .journal import log_to_stderr
 from .outdir import is_image
 from .outputs import read_image, write_atomic
+from .remote import RemoteBrowser
 from .sites import adapter_for
-from .sites.base import CRASH, PERMANENT, SITE, TIMEOUT, WORKER, SiteAdapter
+from .sites.base import AUTH, CHALLENGE, CRASH, PERMANENT, SITE, TIMEOUT, WORKER, SiteAdapter
 
 log = logging.getLogger("tabfleetd.worker")
 
@@ -53,6 +63,9 @@ CACHE_LIMIT_MB = 64  # a worker's HTTP disk cache is cleared once it grows past 
 EXIT_OK = 0
 EXIT_BROWSER = 3  # Chromium could not be started
 DISK = "disk"
+DETACHED = "detached"  # a task that reached a worker whose remote browser is gone: back to pending, nothing charged
+RECONNECT_FIRST_S, RECONNECT_CAP_S = 1.0, 30.0  # a remote browser is tried again after these, doubling, with jitter
+LOGIN_POLL_S = 1.0  # how often the login window's cookies are read (they vanish with it when the person closes it)
 # Errors writing an image that are the output's, not the prompt's: the job waits for room, the image is kept.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.ENOENT,
                          errno.ENOTDIR})
@@ -117,6 +130,11 @@ class Worker:
             chromium, config.state_dir / "profiles" / f"worker-{wid}",
             config.state_dir / "logs" / f"chromium-{wid}.log",
             headless=config.headless, extra_args=config.chromium_args)
+        spec = config.worker_spec(wid)
+        self.account = spec.account_of(wid)
+        self.remote = RemoteBrowser(spec.remote) if spec.remote is not None else None
+        self.reconnector: asyncio.Task[None] | None = None
+        self.session = sessions.AccountSession(self.account, AccountFiles(config.state_dir / "accounts"))
         self.browser: Any = None
         self.page: Any = None
         self.adapter: SiteAdapter | None = None
@@ -139,8 +157,10 @@ class Worker:
             try:
                 await self.start_browser()
             except BrowserError as exc:
-                await self.chan.send({"t": "fatal", "error": str(exc), "code": exc.code})
-                return EXIT_BROWSER
+                if self.remote is None:
+                    await self.chan.send({"t": "fatal", "error": str(exc), "code": exc.code})
+                    return EXIT_BROWSER
+                await self.begin_reconnect(str(exc))  # a remote browser may come (back) later; the worker waits for it
             heartbeat = asyncio.create_task(self.heartbeats())
             while True:
                 try:
@@ -157,6 +177,8 @@ class Worker:
                     await self.chan.send(result)
                 elif msg.get("t") == "login":
                     await self.login(msg)
+                elif msg.get("t") == "session":
+                    await self.reload_session()
                 elif msg.get("t") == "stop":
                     break
         except asyncio.CancelledError:
@@ -164,30 +186,72 @@ class Worker:
         finally:
             if heartbeat:
                 heartbeat.cancel()
+            if self.reconnector is not None:
+                self.reconnector.cancel()
             await self.stop_browser()
             self.display.stop()
         return EXIT_OK
 
     async def start_browser(self) -> None:
         timeout = self.config.browser_start_timeout_s
-        self.browser = await connect_browser(self.chromium, timeout, {"width": 1024, "height": 768})
-        try:
-            pages = await asyncio.wait_for(self.browser.pages(), timeout)
-            self.page = pages[0] if pages else await asyncio.wait_for(self.browser.newPage(), timeout)
-        except Exception as exc:
-            await self.stop_browser()
-            raise BrowserError(f"cannot drive Chromium: {type(exc).__name__}: {exc}") from None
+        viewport = {"width": 1024, "height": 768}
+        if self.remote is not None:
+            self.page = await self.remote.attach(timeout, viewport)
+            self.browser = self.remote.browser
+            info = self.remote.info()
+        else:
+            sessions.keep_profile_to(self.chromium.profile, self.account)
+            self.browser = await connect_browser(self.chromium, timeout, viewport)
+            try:
+                pages = await asyncio.wait_for(self.browser.pages(), timeout)
+                self.page = pages[0] if pages else await asyncio.wait_for(self.browser.newPage(), timeout)
+            except Exception as exc:
+                await self.stop_browser()
+                raise BrowserError(f"cannot drive Chromium: {type(exc).__name__}: {exc}") from None
+            info = {"kind": "local", "pid": self.chromium.pid, "pgid": self.chromium.pid, "profile": str(self.chromium.profile)}
         self.adapter = None
         self.browser_tasks = 0
+        await self.session.apply(self.browser_send, self.page, self.context_id, replace=False)
         assert self.chan is not None
-        await self.chan.send({"t": "hello", "pid": os.getpid(), "rotations": self.rotations, "browser": {
-            "pid": self.chromium.pid, "pgid": self.chromium.pid, "profile": str(self.chromium.profile)}})
+        await self.chan.send({"t": "hello", "pid": os.getpid(), "rotations": self.rotations, "browser": info})
 
     async def stop_browser(self) -> None:
         if self.browser is not None:
+            await self.save_session(force=True)
+        if self.remote is not None:
+            await self.remote.detach()
+        elif self.browser is not None:
             await self.disconnect(self.browser)
         self.browser = self.page = None
+        self.session.storage_script = None
         self.chromium.kill()
+
+    # -- the account's session -------------------------------------------------
+
+    def browser_send(self, method: str, params: dict[str, Any]) -> Any:
+        return self.browser._connection.send(method, params)
+
+    @property
+    def context_id(self) -> str | None:
+        return self.remote.context_id if self.remote is not None else None
+
+    async def reload_session(self) -> None:
+        """The account's session was imported or removed: the browser takes it, and the site is loaded again."""
+        if self.browser is None:
+            return  # applied at the next attach
+        await self.session.apply(self.browser_send, self.page, self.context_id, replace=True)
+        if self.adapter is not None:
+            self.adapter.opened_url = None
+
+    async def save_session(self, force: bool = False) -> None:
+        """Send the daemon the account's session as the browser now has it, when it changed."""
+        if self.browser is None or self.chan is None:
+            return
+        session = await self.session.read_back(self.browser_send, self.page, self.context_id,
+                                               getattr(self.adapter, "keeps_storage", False), force)
+        if session is not None:
+            await self.chan.send({"t": "session", "account": self.account, "session": session,
+                                  "source": f"worker {self.wid}"})
 
     @staticmethod
     async def disconnect(browser: Any) -> None:
@@ -216,7 +280,7 @@ class Worker:
 
         Not after every task: that made each page load fetch everything again, for nothing a cache limit does not do.
         """
-        if self.page is None:
+        if self.page is None or self.remote is not None:  # a remote worker's context keeps its cache in memory, gone at rotation
             return
         if not always:
             cache = self.chromium.profile / "Default" / "Cache"
@@ -237,7 +301,10 @@ class Worker:
             if now - measured > 5:
                 last_rss, measured = tree_memory_mb(os.getpid()), now
             await self.chan.send({"t": "hb", "rss_mb": last_rss})
-            if (not self.busy and not self.browser_lock.locked() and self.chromium.proc is not None
+            if (self.remote is not None and not self.busy and not self.browser_lock.locked() and self.browser is not None
+                    and self.remote.lost):
+                await self.begin_reconnect(f"the connection to the remote browser at {self.remote.shown} closed")
+            elif (not self.busy and not self.browser_lock.locked() and self.chromium.proc is not None
                     and self.chromium.proc.poll() is not None):
                 # Chromium died between tasks: replace it now, not when the next task finds it dead.
                 log.warning("Chromium exited (%s) while idle; starting a new one", self.chromium.proc.returncode)
@@ -255,13 +322,21 @@ class Worker:
             if existing is not None:
                 data, adopted = existing, True
             else:
+                if not await self.attached():
+                    return reply | self.detached_reply()
                 await self.rotate_if_due()
                 data, adopted = await self.generate(msg, deadline), False
                 self.browser_tasks += 1
                 write_atomic(path, data)
                 await self.clear_cache()
+                self.session.signed_in = True
+                await self.save_session()
         except SiteError as exc:
             frozen_cpu = self.renderer_cpu_s() if exc.frozen else None
+            if exc.kind in (AUTH, CHALLENGE):
+                self.session.signed_in = False
+            if exc.kind == DETACHED:
+                return reply | self.detached_reply()
             if exc.kind in (TIMEOUT, CRASH):
                 await self.recycle_quietly()
             return reply | {"ok": False, "error": str(exc), "kind": exc.kind, "wait_s": exc.wait_s, "blame": exc.blame,
@@ -312,20 +387,104 @@ class Worker:
         return round(total, 2)
 
     async def recycle_quietly(self) -> None:
+        if self.remote is not None and self.remote.lost:
+            await self.begin_reconnect(f"the connection to the remote browser at {self.remote.shown} closed")
+            return
+        if self.remote is not None and await self.replace_page():
+            return
         try:
             await self.recycle_browser()
         except BrowserError as exc:
+            if self.remote is not None:
+                await self.begin_reconnect(str(exc))
+                return
             log.error("cannot restart Chromium: %s", exc)
             raise SystemExit(EXIT_BROWSER) from None
+
+    async def replace_page(self) -> bool:
+        """A remote page that froze or overran: close it (the browser ends its renderer at once) and open another in
+        the worker's context, which keeps the account's cookies.  False when that failed and more must go."""
+        assert self.remote is not None
+        async with self.browser_lock:
+            await self.save_session(force=True)
+            await self.remote.close_page(self.page)
+            self.page = self.adapter = None
+            try:
+                self.page = await self.remote.new_page(self.config.browser_start_timeout_s)
+                await self.session.install_origins(self.page)
+            except Exception as exc:  # the context or the connection is broken: the caller starts over
+                log.warning("could not open a new page on %s: %s", self.remote.shown, self.remote.endpoint.scrub(str(exc)))
+                return False
+        log.info("closed the page on %s and opened another", self.remote.shown)
+        return True
+
+    # -- a remote browser that went away ---------------------------------------
+
+    async def attached(self) -> bool:
+        """Whether the browser is there to run a task; a remote one found gone starts the reconnecting."""
+        if self.remote is None:
+            return True
+        if self.reconnector is not None and not self.reconnector.done():
+            return False
+        if self.browser is None or self.remote.lost:
+            await self.begin_reconnect(f"the connection to the remote browser at {self.remote.shown} closed")
+            return False
+        return True
+
+    def detached_reply(self) -> dict[str, Any]:
+        assert self.remote is not None
+        return {"ok": False, "error": f"the remote browser at {self.remote.shown} is not attached (reconnecting)",
+                "kind": DETACHED, "wait_s": None, "blame": WORKER, "finished": time.time()}
+
+    async def begin_reconnect(self, error: str) -> None:
+        """Tell the daemon (before any result, so it hands this worker nothing meanwhile), then attach again in the
+        background with backoff; the hello that follows puts the worker back to work."""
+        if self.reconnector is not None and not self.reconnector.done():
+            return
+        assert self.remote is not None and self.chan is not None
+        log.warning("remote browser: %s; reconnecting", error)
+        await self.save_session_quietly()
+        await self.remote.detach()
+        self.browser = self.page = None
+        self.adapter = None
+        delay = RECONNECT_FIRST_S
+        await self.chan.send({"t": "browser", "state": "reconnecting", "error": error, "attempt": 0, "retry_in_s": delay})
+        self.reconnector = asyncio.create_task(self.reconnect(delay))
+
+    async def save_session_quietly(self) -> None:
+        if self.remote is not None and not self.remote.lost:
+            await self.save_session(force=True)
+
+    async def reconnect(self, delay: float) -> None:
+        attempt = 0
+        while True:
+            await asyncio.sleep(delay)
+            attempt += 1
+            try:
+                async with self.browser_lock:
+                    await self.start_browser()  # its hello tells the daemon
+                log.info("reattached to the remote browser after %d attempts", attempt)
+                return
+            except Exception as exc:  # BrowserError, or a connection that broke in the handshake
+                assert self.remote is not None
+                if not isinstance(exc, BrowserError):
+                    exc = BrowserError(f"the remote browser at {self.remote.shown} failed: {self.remote.endpoint.scrub(str(exc))}")
+                delay = random.uniform(0.5, 1.0) * min(RECONNECT_CAP_S, RECONNECT_FIRST_S * 2 ** attempt)
+                assert self.chan is not None
+                await self.chan.send({"t": "browser", "state": "reconnecting", "error": str(exc), "attempt": attempt,
+                                      "retry_in_s": round(delay, 1)})
 
     async def generate(self, msg: dict[str, Any], deadline: float) -> bytes:
         """Open the site if needed and run one prompt, racing the deadline and Chromium's death."""
         adapter = adapter_for(msg["site"], self.adapter, self.config.state_dir / "snapshots" / f"worker-{self.wid}", self.wid)
         adapter.freeze_s = self.config.frozen_page_s
         adapter.sent_at = adapter.answered_in = None  # nothing from an earlier task may be reported for this one
+        adapter.account = self.account
         async with self.browser_lock:  # an idle-time browser restart may still be under way
             await self.use_site_browser(adapter)
             if self.page is None:
+                if self.remote is not None:
+                    raise SiteError(f"the remote browser at {self.remote.shown} is not attached", DETACHED)
                 await self.start_browser()
                 adapter.opened_url = None
         self.adapter = adapter
@@ -340,13 +499,17 @@ class Worker:
         assert adapter is not None
         if adapter.opened_url != url:
             await adapter.open(self.page, url, min(self.config.cdp_timeout_s, max(1.0, deadline - time.monotonic())))
+            await self.session.site_opened(self.page)
         return await adapter.generate(self.page, msg["prompt"], deadline, self.config.cdp_timeout_s, msg.get("answer_s"))
 
     async def use_site_browser(self, adapter: SiteAdapter) -> None:
         """Restart Chromium when the site needs another mode: headed (on DISPLAY, else our own Xvfb) or other arguments.
 
         Outside the deadline race: guarded() watches the Chromium that runs the task, not one replaced here.
+        A remote browser runs as it is: its mode and switches are its owner's.
         """
+        if self.remote is not None:
+            return
         headless = self.config.headless and adapter.headless_allowed
         args = (*self.config.chromium_args, *adapter.browser_args)
         if not headless:
@@ -369,29 +532,45 @@ class Worker:
             raise SiteError(f"cannot start Chromium for site '{adapter.name}': {exc}", "permanent") from None
 
     async def login(self, msg: dict[str, Any]) -> None:
-        """Show this worker's browser profile on the person's display until they close the window.
+        """Show this worker's account on the person's display until they close the window, and keep its session.
 
-        One profile per worker means one signed-in account per worker; the sign-in stays in the profile.
-        The worker's own Chromium is stopped meanwhile (the profile allows one browser), then started
-        again; its hello puts the worker back to work.
+        The window is a local Chromium on the worker's profile (a remote worker's too: a person must see it), with
+        the account's session applied.  Its cookies are read every second while it is open, since the session
+        cookies go with the window; the last reading becomes the account's session.  The worker's own browser
+        is stopped meanwhile (a profile allows one browser), then started again; its hello puts the worker back to work.
         """
         await self.stop_browser()
         timeout = self.config.browser_start_timeout_s
         args = (*self.config.chromium_args, *msg.get("args", ()), f"--display={msg['display']}")
+        sessions.keep_profile_to(self.chromium.profile, self.account)
         chromium = Chromium(self.chromium.executable, self.chromium.profile, self.chromium.log_path,
                             headless=False, extra_args=args)
-        browser = None
+        browser = page = None
+        cookies: list[dict[str, Any]] | None = None
+        origins = self.session.origins
         try:
             browser = await connect_browser(chromium, timeout, None)
             try:
                 pages = await asyncio.wait_for(browser.pages(), timeout)
                 page = pages[0] if pages else await asyncio.wait_for(browser.newPage(), timeout)
+                stored = await self.session.stored() or {}
+                await sessions.apply_cookies(browser._connection.send, stored.get("cookies", []), None, replace=False)
                 await asyncio.wait_for(page.goto(msg["url"], {"waitUntil": "domcontentloaded"}), timeout)
             except Exception as exc:  # the window is open all the same; the person can type the address
                 log.warning("login: could not load %s: %s", msg["url"], exc)
             # The pipe stays open meanwhile: Chromium takes a closed DevTools pipe as the order to quit.
             log.info("login: a browser window is open on display %s; waiting for it to be closed", msg["display"])
-            await asyncio.wait_for(chromium.wait_exit(), float(msg.get("timeout_s") or 1800))
+            deadline = time.monotonic() + float(msg.get("timeout_s") or 1800)
+            while chromium.proc is not None and chromium.proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise asyncio.TimeoutError
+                try:
+                    cookies = await sessions.read_cookies(browser._connection.send, None)
+                    if msg.get("local_storage") and page is not None:
+                        origins = sessions.merge_origin(origins, await sessions.read_storage(page))
+                except Exception:  # the window is closing: the last reading stands
+                    pass
+                await asyncio.sleep(LOGIN_POLL_S)
             log.info("login: the window was closed")
         except asyncio.TimeoutError:
             log.warning("login: the window was left open too long; closing it")
@@ -401,12 +580,23 @@ class Worker:
             if browser is not None:
                 await self.disconnect(browser)
             chromium.kill()
-        await self.start_browser()
+        session = None
+        if cookies is not None and self.chan is not None:
+            session = {"cookies": cookies, "origins": origins}
+            await self.chan.send({"t": "session", "account": self.account, "session": session, "source": "login"})
+            log.info("login: account %s keeps %d cookies from the window", self.account, len(cookies))
+        self.session.pending = session
+        try:
+            await self.start_browser()
+        except BrowserError as exc:
+            if self.remote is None:
+                raise
+            await self.begin_reconnect(str(exc))
 
     async def guarded(self, work: Any, timeout: float, deadline_s: float) -> bytes:
-        """Await `work`, but give up at the deadline or as soon as Chromium dies."""
+        """Await `work`, but give up at the deadline or as soon as Chromium dies (a remote browser: its connection closes)."""
         job = asyncio.ensure_future(work)
-        death = asyncio.ensure_future(self.chromium.wait_exit())
+        death = asyncio.ensure_future(self.chromium.wait_exit() if self.remote is None else self.remote.wait_lost())
         try:
             done, _ = await asyncio.wait({job, death}, timeout=max(0.1, timeout), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -418,5 +608,7 @@ class Worker:
         if job in done:
             return job.result()
         if death in done:
+            if self.remote is not None:
+                raise SiteError(f"the connection to the remote browser at {self.remote.shown} closed during the task", CRASH)
             raise SiteError(f"Chromium died during the task (exit code {death.result()})", CRASH)
         raise SiteError(f"no image within the task deadline of {deadline_s:.0f} s", TIMEOUT)

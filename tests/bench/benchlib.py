@@ -16,7 +16,9 @@ from tabfleetctl.client import Client, DaemonError, DaemonNotRunning
 class BenchDaemon:
     """A tabfleetd with real Chromium workers, its state and outputs in a temporary directory."""
 
-    def __init__(self, workers: int, config: dict[str, Any] | None = None, prefix: str = "tf-bench-") -> None:
+    def __init__(self, workers: int, config: dict[str, Any] | None = None, prefix: str = "tf-bench-",
+                 command: list[str] | None = None) -> None:
+        self.command = command or [sys.executable, "-m", "tabfleetd"]  # or a benchmark's own entry point
         self.root = Path(tempfile.mkdtemp(prefix=prefix))
         self.socket = self.root / "s.sock"
         self.work = self.root / "work"
@@ -30,7 +32,7 @@ class BenchDaemon:
     def start(self, wait_idle: bool = False) -> float:
         """Start the daemon; return the seconds until its socket answered."""
         started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "tabfleetd", "--socket", str(self.socket), "--state-dir",
+        self.proc = subprocess.Popen([*self.command, "--socket", str(self.socket), "--state-dir",
                                       str(self.root / "state"), "--workers", str(self.workers), "--config",
                                       str(self.config), "--log-level", "warning"], stdout=self.log, stderr=self.log)
         while True:
@@ -93,6 +95,8 @@ def toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
     return str(value)
 
 

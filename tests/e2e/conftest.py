@@ -59,11 +59,13 @@ def processes_using(path: Path) -> list[psutil.Process]:
 
 
 def toml_value(value: Any) -> str:
-    """A config value as TOML: booleans, numbers, strings and tables of strings."""
+    """A config value as TOML: booleans, numbers, strings, lists and (inline) tables, e.g. [[workers]] as a list of dicts."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f'"{k}" = {toml_value(v)}' for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(value) if isinstance(value, str) else repr(value)
 
 

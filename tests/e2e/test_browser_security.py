@@ -236,8 +236,8 @@ def test_a_profile_cannot_send_a_worker_to_loopback_or_private_addresses(module_
         demo_profile(daemon.work / "far.toml", "far", ('start_url = "{demo}/?scope={job}"', f'start_url = "{url}"'))
         refused = daemon.ctl("submit", "p.txt", "--site", "far.toml")
         assert refused.returncode == 4 and expected in refused.stderr, (url, refused.stderr)
-    demo_profile(daemon.work / "probe.toml", "probe", ("[download]", '[login]\nprobe_url = "http://169.254.169.254/latest/"'
-                                                       '\nprobe_pattern = "x"\n\n[download]'))
+    demo_profile(daemon.work / "probe.toml", "probe", ("[login]\n", '[login]\nprobe_url = "http://169.254.169.254/latest/"'
+                                                       '\nprobe_pattern = "x"\n'))
     refused = daemon.ctl("submit", "p.txt", "--site", "probe.toml")
     assert refused.returncode == 4 and "key 'login.probe_url' host '169.254.169.254' is a link-local address" in refused.stderr
     time.sleep(1)  # a worker that was sent there anyway would have loaded the page by now

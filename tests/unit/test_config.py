@@ -196,7 +196,7 @@ def test_describe_mentions_every_field() -> None:
     """describe() lists every key and its documentation line."""
     text = describe()
     for f in dataclasses.fields(Config):
-        assert f.name in text, f.name
+        assert f.name in text or f.name == "worker_specs", f.name  # written as [[workers]] tables, not a key
         assert f.metadata["doc"] in text, f.name
 
 

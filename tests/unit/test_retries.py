@@ -101,7 +101,13 @@ def test_auth_and_challenge_block_the_worker_and_requeue_at_once(kind: str) -> N
     assert decision.state is TaskState.PENDING and decision.block_worker and decision.ready_at is None
 
 
-@pytest.mark.parametrize("kind", ["transient", "timeout", "crash", "permanent", "rate_limit"])
+def test_a_task_that_met_a_detached_browser_goes_to_another_worker_free() -> None:
+    """A remote browser gone before the task reached it: pending again at once, its attempt refunded, even the last."""
+    decision = RetryPolicy(base_s=2.0, cap_s=30.0).decide(_task(attempts=5, budget=5), "detached", None, NOW)
+    assert decision == Decision(TaskState.PENDING, None, refund=True, block_worker=False)
+
+
+@pytest.mark.parametrize("kind", ["transient", "timeout", "crash", "permanent", "rate_limit", "detached"])
 def test_other_classes_leave_the_worker_working(kind: str) -> None:
     """Only auth and challenge failures take a worker out of service."""
     assert not RetryPolicy(base_s=2.0, cap_s=30.0).decide(_task(attempts=1), kind, None, NOW).block_worker

@@ -161,6 +161,8 @@ class SiteAdapter(ABC):
     name: str = ""
     headless_allowed: bool = True  # False: the worker runs a headed Chromium for this site
     browser_args: tuple[str, ...] = ()  # extra Chromium arguments this site needs
+    keeps_storage: bool = False  # the site keeps its sign-in in local storage too (the session keeps it)
+    account: str | None = None  # the account the worker signs in with, set by the worker: messages name it
 
     def __init__(self) -> None:
         self.opened_url: str | None = None

@@ -74,6 +74,7 @@ class ProfileAdapter(SiteAdapter):
         self.cfg = page_config(self.profile)
         self.headless_allowed = bool(self.profile["browser"]["headless"])
         self.browser_args = tuple(self.profile["browser"]["args"])
+        self.keeps_storage = bool(self.profile["login"].get("local_storage"))
         self.snapshot_dir = snapshot_dir
         self.wid = wid
         self.fresh = False  # the page was just loaded: no navigation needed for the next prompt
@@ -315,6 +316,9 @@ class ProfileAdapter(SiteAdapter):
         raise SiteError(message + where, result.get("kind") or TRANSIENT)
 
     def login_hint(self, verb: str = "sign in") -> str:
+        if self.account is not None:
+            return (f"{verb} account {self.account} with `tabfleetctl login --account {self.account} --site {self.name}`"
+                    f" (or `tabfleetctl accounts import {self.account} COOKIES-FILE`)")
         worker = f" --worker {self.wid}" if self.wid is not None else ""
         return f"{verb} this worker's browser with `tabfleetctl login{worker} --site {self.name}`"
 

@@ -155,7 +155,7 @@ def test_login_signs_a_blocked_worker_in_and_it_takes_tasks_again(make_daemon: A
         job_id = json.loads(daemon.ctl("submit", "p.txt", "--site", "site.toml", "--json", check=True).stdout)["job"]
         blocked = daemon.wait_for(lambda: [w for w in daemon.call("workers")["workers"] if w["state"] == "blocked"], 30,
                                   "the signed-out worker being blocked")
-        assert "login page" in blocked[0]["health"] and "tabfleetctl login --worker 1" in blocked[0]["health"]
+        assert "login page" in blocked[0]["health"] and "tabfleetctl login --account worker-1" in blocked[0]["health"]
         harness.site.person_signs_in = True
         login = daemon.ctl("login", "--worker", "1", "--site", "site.toml", check=True)
         assert f"open on display {screen.name}" in login.stdout and "/app?tag=login" in login.stdout
