@@ -6,7 +6,7 @@ happens to the worker that saw the failure.
 
     class       task                          attempt   worker
     transient   retry after backoff           counts    -
-    timeout     retry after backoff           counts    browser recycled (by the worker)
+    timeout     retry after backoff           counts    page replaced (browser recycled if that fails)
     crash       retry after backoff           counts    browser recycled (by the worker)
     rate_limit  retry after the stated wait   refunded  -
     permanent   failed at once                counts    -

@@ -3,6 +3,7 @@ a full output disk, a bot check that clears itself, and worker restarts that cha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,21 +71,45 @@ def renderers(state: Path) -> list[psutil.Process]:
     return found
 
 
+def hot_renderers(state: Path) -> list[int]:
+    """The renderers under `state` that used more than a fifth of a core over the last half second (a busy loop
+    shares the 2 cores with everything else)."""
+    procs = renderers(state)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.cpu_percent(None)
+    time.sleep(0.5)
+    hot = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            if proc.cpu_percent(None) > 20:
+                hot.append(proc.pid)
+    return hot
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_frozen_renderer_frees_its_worker_within_seconds(make_daemon: Any) -> None:
     """A page stuck in a busy loop is given up within the freeze probe, its renderer dies, and the worker goes on."""
     daemon = make_daemon(workers=1, config=FAST_RETRIES | {"max_attempts": 1})
     daemon.wait_workers_idle(1)
     job = daemon.submit(["warm up"], "latency=0.1")
     daemon.wait_job(job)
-    before = {p.pid for p in renderers(daemon.state)}
     job = daemon.submit(["freeze [[lockup]]", "after the freeze"], "latency=0.1")
+    burning = daemon.wait_for(lambda: hot_renderers(daemon.state), 30, "the page to freeze")
     task = daemon.wait_for(lambda: next((t for t in daemon.call("tasks", {"job": job})["tasks"]
                                          if t["state"] == "failed"), None), 60, "the frozen task to fail")
     assert "froze" in task["error"], task
     assert task["finished"] - task["started"] < 15, f"a frozen page held its worker {task['finished'] - task['started']:.0f} s"
-    assert not [p for p in renderers(daemon.state) if p.pid in before], "the frozen renderer lives on"
-    hot = [p for p in renderers(daemon.state) if p.cpu_percent(interval=1.0) > 50]
-    assert not hot, "a renderer still burns CPU after the freeze"
+    # The worker closes the frozen page rather than its whole Chromium; the browser ends that renderer.
+    daemon.wait_for(lambda: not [pid for pid in burning if alive(pid)], 10, "the frozen renderer to end")
+    assert not hot_renderers(daemon.state), "a renderer still burns CPU after the freeze"
     status = daemon.wait_job(job)
     assert (status["done"], status["failed"]) == (1, 1)
     event = next(e for e in daemon.call("events", {"job": job, "kinds": ["task_failed"]})["events"])
