@@ -72,6 +72,7 @@ class Store(StoredEvents):
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.commits = 0  # write transactions since open (metrics, the coordinator benchmark)
+        self.events_stored = 0  # events in the store after the last write (metrics)
         # Compaction runs __init__ again on this same object: events waiting for a write must survive it.
         self.pending_events: eventstore.Pending = getattr(self, "pending_events", None) or eventstore.Pending()
         if verify:
@@ -124,6 +125,8 @@ class Store(StoredEvents):
                     result = fn(txn)
                     events = self.pending_events.take()
                     self.event_dbs.put(txn, events)
+                    stored = self.event_dbs.count(txn)
+                self.events_stored = stored  # for the metrics, like commits
                 self.commits += 1  # read by the metrics from another thread: an int, a torn read is impossible
                 return result
             except BaseException as exc:
