@@ -192,7 +192,10 @@ class Daemon:
         if self.demo is not None:
             await self.demo.stop()
         await self.store("record_browser_clear")
-        await self.keeper.close()
+        try:
+            await self.keeper.close()
+        except Exception:  # the next start then says this run did not end cleanly, which is true enough
+            log.exception("could not record the clean stop in the store")
         self.store.close()
         log.info("stopped")
 
