@@ -67,6 +67,8 @@ def task_key(job_id: str, index: int) -> bytes:
 
 
 class Store(StoredEvents):
+    pending_events: eventstore.Pending
+
     def __init__(self, path: Path, map_size: int = 64 << 20, *, verify: bool = True) -> None:
         """Open the store, refusing a damaged one with StoreDamaged; verify=False skips the full file walk."""
         path.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,9 @@ class Store(StoredEvents):
         self.commits = 0  # write transactions since open (metrics, the coordinator benchmark)
         self.events_stored = 0  # events in the store after the last write (metrics)
         # Compaction runs __init__ again on this same object: events waiting for a write must survive it.
-        self.pending_events: eventstore.Pending = getattr(self, "pending_events", None) or eventstore.Pending()
+        # (The daemon's listener holds this very buffer, so it is never replaced, empty or not.)
+        if getattr(self, "pending_events", None) is None:
+            self.pending_events = eventstore.Pending()
         if verify:
             storefile.check_before_open(path)
         try:

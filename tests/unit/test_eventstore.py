@@ -189,3 +189,15 @@ def test_keeper_reads_memory_then_the_store_and_marks_clean_and_unclean_ends(tmp
     # The second run ended without close() (as after kill -9): the third start says so.
     started = asyncio.run(run(Store(tmp_path / "store"), third))
     assert started["previous_clean"] is False and started["previous_pid"] is not None
+
+
+def test_the_pending_buffer_outlives_a_compaction(store: Store) -> None:
+    """Compaction reopens the store on the same object; the buffer the daemon's listener holds still gets written."""
+    buffer = store.pending_events
+    add(store, 1, 3)
+    store.flush_events()
+    store.compact()
+    assert store.pending_events is buffer
+    add(store, 4, 2)
+    store.flush_events()
+    assert seqs(store.read_events(limit=100)) == [1, 2, 3, 4, 5]
