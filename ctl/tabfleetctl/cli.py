@@ -40,6 +40,7 @@ ERROR_KINDS = {EXIT_TASKS_FAILED: "failed", EXIT_USAGE: "usage", EXIT_NOT_RUNNIN
                EXIT_INTERRUPTED: "interrupted"}
 MAX_DEMO_PROMPTS = 10_000
 SUBMIT_BYTES_PER_S = 1 << 20  # the slowest a submit is expected to be queued, for its reply timeout
+EVENTS_PAGE = 5000  # events per answer: the most the daemon sends at once
 
 
 class Ctx:
@@ -580,7 +581,7 @@ def watch(ctx: Ctx, job: str | None, interval: float, plain: bool, as_json: bool
 
 @main.command()
 @click.argument("job", required=False)
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Newest N events (0: all the daemon keeps).")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Newest N events (0: all the daemon keeps, across restarts).")
 @click.option("--all", "all_kinds", is_flag=True, help="Also job and worker events, not only task done/retry/failed.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they happen (until the job ends, or Ctrl-C).")
 @json_option("Print JSON lines.")
@@ -588,7 +589,8 @@ def watch(ctx: Ctx, job: str | None, interval: float, plain: bool, as_json: bool
 def events(ctx: Ctx, job: str | None, limit: int, all_kinds: bool, follow: bool, as_json: bool) -> None:
     """Recent task events from the daemon: done, retried (with the reason) and failed.
 
-    The daemon keeps the last few thousand events in memory, since it started.
+    The daemon keeps events in its store (events_max, events_max_age_h), so the
+    list goes back past restarts; --all also shows daemon_started and daemon_stopped.
     """
     from .watch import event_line, frames
 
@@ -605,7 +607,7 @@ def events(ctx: Ctx, job: str | None, limit: int, all_kinds: bool, follow: bool,
         with ctx.client() as client:
             # The newest seq first: the stream replays from there, and `shown` drops what the listing already printed.
             base = max([e["seq"] for e in client.call("events", {"limit": 1})["events"]] or [0])
-            for event in client.call("events", {"job": job, "limit": limit, "kinds": kinds})["events"]:
+            for event in newest_events(client, job, limit, kinds):
                 show(event)
             if follow:
                 for snap in frames(client, job, 5.0, base):
@@ -613,6 +615,19 @@ def events(ctx: Ctx, job: str | None, limit: int, all_kinds: bool, follow: bool,
                         show(event)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
+
+
+def newest_events(client: Any, job: str | None, limit: int, kinds: list[str] | None) -> list[dict[str, Any]]:
+    """The newest `limit` events (0: all), oldest first, paging back through the daemon's answers."""
+    got: list[dict[str, Any]] = []
+    before = None
+    while True:
+        want = EVENTS_PAGE if not limit else min(EVENTS_PAGE, limit - len(got))
+        page = client.call("events", {"job": job, "limit": want, "kinds": kinds, "before": before})["events"]
+        got[:0] = page
+        if len(page) < want or (limit and len(got) >= limit):
+            return got
+        before = page[0]["seq"]
 
 
 @main.command()

@@ -21,6 +21,7 @@ from . import accountops  # noqa: F401 - registers the account ops with commands
 from .commands import Commands
 from .config import Config
 from .errors import AlreadyRunning, ConfigError
+from .eventkeeper import EventKeeper
 from .events import EventLog
 from .fleet import Fleet
 from .limits import Limits
@@ -95,6 +96,7 @@ class Daemon:
         self.web: WebServer | None = None  # dashboard and metrics, when configured
         self.roster = Roster(config.state_dir / "accounts")
         self.store: AsyncStore
+        self.keeper: EventKeeper
         self.fleet: Fleet
         self.scheduler: Scheduler
         self.bulk: Bulk
@@ -138,6 +140,9 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self.store = AsyncStore(Store(cfg.state_dir / "store", cfg.map_size_mb << 20))
         statedir.tighten(cfg.state_dir / "store", depth=1)  # LMDB makes its files by the umask
+        self.keeper = EventKeeper(self.events, self.store, cfg)
+        await self.keeper.open()  # before anything emits: seqs carry on from the stored events
+        self.background.append(asyncio.create_task(self.keeper.run()))
         moved = await self.store("requeue_running")
         if moved:
             log.info("%d tasks left running by the last daemon are pending again", moved)
@@ -187,6 +192,10 @@ class Daemon:
         if self.demo is not None:
             await self.demo.stop()
         await self.store("record_browser_clear")
+        try:
+            await self.keeper.close()
+        except Exception:  # the next start then says this run did not end cleanly, which is true enough
+            log.exception("could not record the clean stop in the store")
         self.store.close()
         log.info("stopped")
 

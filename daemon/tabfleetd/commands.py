@@ -312,21 +312,24 @@ class Commands:
         query = {"job": job_id} if job_id else {}
         return Stream(Subscription(self.daemon.events, lambda: self.status(query, peer), job_id, interval, after).items())
 
-    # events {"job": str|nil, "limit": int|nil (100; 0 all kept), "kinds": [str]|nil (all), "after": int|nil (seq)}
+    # events {"job": str|nil, "limit": int|nil (100; 0 or over 5000: 5000), "kinds": [str]|nil (all),
+    #         "after": int|nil (seq), "before": int|nil (seq; to page back: the oldest seq of the last page)}
     #   -> {"events": [{"seq", "time", "kind", "job", "index", "prompt", "worker", "attempts", ...}], oldest first}
+    #      the newest `limit` with after < seq < before; from memory, and from the store (across restarts) beyond it
     @op("events")
     async def events(self, args: dict[str, Any], peer: Peer) -> Any:
         job_id = arg(args, "job", str, None)
         limit = arg(args, "limit", int, 100)
         kinds = arg(args, "kinds", list, None)
         after = arg(args, "after", int, 0)
+        before = arg(args, "before", int, None)
         if limit < 0:
-            raise BadArgs("argument 'limit' must be zero (all) or more")
+            raise BadArgs("argument 'limit' must be zero (as many as one answer holds) or more")
         if kinds is not None and not all(isinstance(k, str) for k in kinds):
             raise BadArgs("argument 'kinds' must be a list of strings")
         if job_id:
             await self.daemon.store("get_job", job_id)
-        return {"events": self.daemon.events.recent(job_id, limit, kinds, after)}
+        return {"events": await self.daemon.keeper.read(job_id, limit, kinds, after, before)}
 
     # export {"job": str} -> stream of {"job", "name", "state", "total", "fields": [column names],
     #   "tasks": [{"index", "prompt", "state", "attempts", "file", "path", "sha256", "bytes", "error_kind", "error",

@@ -91,6 +91,10 @@ class Config:
     map_size_mb: int = _key(64, "initial LMDB map size; it grows when full")
     backup_interval_h: float = _key(24.0, "keep a compacted copy of the store (store/data.mdb.prev) no older than this, to restore a damaged store from (0: only at compaction)")
     job_retention_h: float = _key(168.0, "finished jobs leave the store this many hours after they end (their images stay; 0: kept forever)")
+    events_max: int = _key(100_000, "events kept in the store, newest first, for `tabfleetctl events` across restarts (0: none, "
+                                    "only the last 2000 in memory)")
+    events_max_age_h: float = _key(168.0, "stored events older than this many hours are pruned (0: no age limit); a job's "
+                                          "events also leave with the job (job_retention_h)")
     housekeeping_interval_s: float = _key(600.0, "how often finished jobs are pruned, stale LMDB readers cleared and the store compacted")
     compact_free_ratio: float = _key(0.5, "compact the store once free pages are at least this share of its file (0: never)")
     compact_min_mb: int = _key(16, "never compact a store file smaller than this")

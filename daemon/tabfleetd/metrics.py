@@ -269,6 +269,13 @@ class FleetCollector(Collector):
         commits = CounterMetricFamily("tabfleet_store_write_transactions", "Synced LMDB write transactions since start.")
         commits.add_metric([], self.daemon.store.store.commits)
         yield commits
+        stored = GaugeMetricFamily("tabfleet_events_stored", "Events kept in the store (events_max, events_max_age_h), "
+                                   "as of the last store write.")
+        stored.add_metric([], self.daemon.store.store.events_stored)
+        yield stored
+        waiting = GaugeMetricFamily("tabfleet_events_pending", "Events waiting for the next store write (about a second).")
+        waiting.add_metric([], len(self.daemon.store.store.pending_events))
+        yield waiting
 
 
 class Durations:

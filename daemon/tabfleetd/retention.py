@@ -8,6 +8,8 @@ Operators leave the daemon up for days, so nothing may grow without bound:
 - LMDB never shrinks its file, so once free pages make up more than
   `compact_free_ratio` of a file over `compact_min_mb`, the file is rewritten
   without them (`copy(compact=True)`, then one atomic rename);
+- stored events beyond `events_max`, or older than `events_max_age_h`, are
+  pruned oldest first, a batch per transaction (a job's own events leave with the job);
 - stale reader slots left by a killed process are cleared, as they pin old pages;
 - a compacted copy of the store, data.mdb.prev, is written at each compaction and
   whenever the last one is older than `backup_interval_h`, so a damaged store can
@@ -28,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .bulk import delete_job
+from .eventkeeper import prune_stored
 from .outputs import fsync_path
 from .states import FINISHED_JOB_STATES
 
@@ -58,7 +61,7 @@ def usage(store: Store) -> dict[str, int]:
     page = stat["psize"]
     used_pages = 2 + stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]  # 2 meta pages
     with store.env.begin() as txn:
-        for db in (store.meta, store.jobs, store.tasks, store.fresh, store.retry):
+        for db in (store.meta, store.jobs, store.tasks, store.fresh, store.retry, *store.event_dbs.all()):
             s = txn.stat(db)
             used_pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
     file_bytes = (store.path / "data.mdb").stat().st_size
@@ -133,6 +136,10 @@ class Housekeeper:
         if pruned:
             self.pruned_jobs += len(pruned)
             log.info("pruned %d finished jobs (%d tasks) older than %g h", len(pruned), tasks, cfg.job_retention_h)
+        events = await prune_stored(self.store, cfg, self.clock)
+        if events:
+            log.info("pruned %d stored events (beyond %d, or older than %g h)", events, cfg.events_max,
+                     cfg.events_max_age_h)
         stale = await self.store("reader_check")
         if stale:
             log.warning("cleared %d stale LMDB reader slots", stale)
@@ -147,5 +154,5 @@ class Housekeeper:
             # Beside the store thread: LMDB copies from a read snapshot while writes go on.
             backup = await self.store.aside("backup")
             log.info("store copied to data.mdb.prev (%.1f MiB)", backup / 2**20)
-        return {"pruned_jobs": len(pruned), "pruned_tasks": tasks, "stale_readers": stale, "usage": use,
+        return {"pruned_jobs": len(pruned), "pruned_tasks": tasks, "pruned_events": events, "stale_readers": stale, "usage": use,
                 "compacted": compacted, "backup_bytes": backup}

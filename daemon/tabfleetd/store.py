@@ -6,6 +6,7 @@ Named databases:
     tasks   "JOB/NNNNNN" -> task map
     fresh   job seq (8 bytes) + index (4 bytes) -> task key; pending tasks in input order
     retry   ready time in ms (8) + job seq (8) + index (4) -> task key; tasks in retry_wait
+    events, event_jobs   the event log (eventstore.py); events ride along with the next write transaction
 
 Every state change is one synced write transaction, checked against states.py.
 All methods are synchronous; the daemon calls them on one dedicated thread.
@@ -39,7 +40,8 @@ from typing import Any, TypeVar
 import lmdb
 import msgpack
 
-from . import storefile
+from . import eventstore, storefile
+from .eventstore import StoredEvents
 from .storethread import AsyncStore  # noqa: F401 - callers import it from here
 from .errors import IllegalTransition, StateError, StoreFormatError, UnknownJob
 from .states import BUCKETS, FINISHED_JOB_STATES, TASK_BUCKET, JobState, TaskState, check_job, check_task
@@ -64,12 +66,19 @@ def task_key(job_id: str, index: int) -> bytes:
     return f"{job_id}/{index:06d}".encode()
 
 
-class Store:
+class Store(StoredEvents):
+    pending_events: eventstore.Pending
+
     def __init__(self, path: Path, map_size: int = 64 << 20, *, verify: bool = True) -> None:
         """Open the store, refusing a damaged one with StoreDamaged; verify=False skips the full file walk."""
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.commits = 0  # write transactions since open (metrics, the coordinator benchmark)
+        self.events_stored = 0  # events in the store after the last write (metrics)
+        # Compaction runs __init__ again on this same object: events waiting for a write must survive it.
+        # (The daemon's listener holds this very buffer, so it is never replaced, empty or not.)
+        if getattr(self, "pending_events", None) is None:
+            self.pending_events = eventstore.Pending()
         if verify:
             storefile.check_before_open(path)
         try:
@@ -82,6 +91,7 @@ class Store:
             self.tasks = self.env.open_db(b"tasks")
             self.fresh = self.env.open_db(b"fresh")
             self.retry = self.env.open_db(b"retry")
+            self.event_dbs = eventstore.EventDbs(self.env)  # made on first open of an older store: format 1 still
         except lmdb.Error as exc:
             raise storefile.damaged(path, f"LMDB cannot open it ({exc})") from None
         storefile.check_readable(path, lambda: (self.list_jobs(), self.recorded_browsers()))
@@ -111,14 +121,22 @@ class Store:
     # -- transactions ------------------------------------------------------
 
     def _write(self, fn: Callable[[lmdb.Transaction], R]) -> R:
-        """Run fn in one synced write transaction, growing the map when it is full."""
+        """Run fn in one synced write transaction, growing the map when it is full; waiting events ride along."""
         while True:
+            events: list[dict[str, Any]] = []
             try:
                 with self.env.begin(write=True) as txn:
                     result = fn(txn)
+                    events = self.pending_events.take()
+                    self.event_dbs.put(txn, events)
+                    stored = self.event_dbs.count(txn)
+                self.events_stored = stored  # for the metrics, like commits
                 self.commits += 1  # read by the metrics from another thread: an int, a torn read is impossible
                 return result
-            except lmdb.MapFullError:
+            except BaseException as exc:
+                self.pending_events.put_back(events)  # their transaction did not commit; the next one takes them
+                if not isinstance(exc, lmdb.MapFullError):
+                    raise
                 new_size = self.env.info()["map_size"] * 2
                 log.info("LMDB map full; growing it to %.1f MiB", new_size / 2**20)
                 self.env.set_mapsize(new_size)
@@ -532,7 +550,8 @@ class Store:
     # -- retention: the policy is in retention.py; these run it on the store thread --
 
     def delete_tasks(self, job_id: str, limit: int, finished_only: bool = True) -> tuple[int, bool] | None:
-        """Delete up to ``limit`` of a job's tasks, then the job itself; returns (tasks deleted, job gone).
+        """Delete up to ``limit`` of a job's events and tasks (events first), then the job itself; returns
+        (tasks deleted, job gone).
 
         The first batch marks the job "deleting", which hides it at once. None when there is no such job, or
         with finished_only when it is not done, failed or cancelled (resumed since retention picked it).
@@ -549,14 +568,16 @@ class Store:
                     job["state"] not in finished or counts["pending"] or counts["running"]):
                 return None
             job["deleting"] = True
-            batch = list(itertools.islice(self._scan(txn, job_id), limit))
+            events = self.event_dbs.delete_job(txn, job_id, limit)  # its events leave first, a batch at a time
+            room = limit - events
+            batch = list(itertools.islice(self._scan(txn, job_id), room))
             for key, value in batch:
                 if counts["pending"]:  # a failed submit's tasks are still queued
                     task = _unpack(value)
                     if task["state"] in (TaskState.PENDING.value, TaskState.RETRY_WAIT.value):
                         self._unqueue(txn, job, task)
                 txn.delete(key, db=self.tasks)
-            gone = len(batch) < limit
+            gone = len(batch) < room
             if gone:
                 txn.delete(job_id.encode(), db=self.jobs)
             else:

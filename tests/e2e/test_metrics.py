@@ -81,6 +81,10 @@ def test_metrics_after_a_batch_with_a_poison_prompt(module_daemon: Any) -> None:
     assert value(samples, "tabfleet_worker_memory_bytes", worker="1") > 0
     assert value(samples, "process_resident_memory_bytes") > 0
     assert value(samples, "tabfleet_info", version=value_label(samples, "tabfleet_info", "version")) == 1
+    # Every event reaches the store within about a second: the batch's nine (6 done, a retry, a failure, the job's
+    # end) and the daemon's start.
+    module_daemon.wait_for(lambda: (s := scrape(module_daemon)) and value(s, "tabfleet_events_pending") == 0
+                           and value(s, "tabfleet_events_stored") >= 10, 5, "events in the store")
 
 
 def test_openmetrics_when_the_scraper_asks_for_it(module_daemon: Any) -> None:
