@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import reaper
 from . import worker as worker_module
 from .browser import kill_group, kill_profile_processes
 from .channel import Channel
@@ -29,6 +30,7 @@ STARTING, IDLE, BUSY, BLOCKED, STOPPING, RESTARTING, DEAD, RETIRING, RECONNECTIN
     "starting", "idle", "busy", "blocked", "stopping", "restarting", "dead", "retiring", "reconnecting")
 CONNECTING, CONNECTED = "connecting", "connected"  # a worker's connection to its browser (or RECONNECTING)
 RESTART_BACKOFF_CAP_S = 60.0
+REAP_EVERY_S = 2.0  # how often the daemon reaps the orphans it adopted (a killed worker's Chromium helpers)
 MP = multiprocessing.get_context("spawn")
 # What a worker process runs.  Only tests/bench/coordinator_daemon.py puts another here: a benchmark worker that
 # answers every task at once, to measure the coordinator alone.  Nothing in tabfleetd ever changes it.
@@ -131,6 +133,7 @@ class Fleet:
         self._reader_of: dict[asyncio.Task[None], WorkerHandle] = {}
         self.rng = random.Random()
         self._watchdog: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
 
     @property
     def target(self) -> int:
@@ -139,6 +142,10 @@ class Fleet:
 
     async def start(self, count: int) -> None:
         self.desired = count
+        # Before the first worker: what a killed worker's Chromium leaves is adopted here (and reaped), not by PID 1.
+        # Only a timer, no SIGCHLD handler: the daemon's own children (workers) are multiprocessing's to wait for.
+        reaper.become_subreaper()
+        self._reaper = asyncio.create_task(reaper.reap_forever(REAP_EVERY_S, on_sigchld=False))
         self._watchdog = asyncio.create_task(self.watch())
         self._governor = asyncio.create_task(self.govern())
         self.resize()
@@ -439,3 +446,6 @@ class Fleet:
             await asyncio.wait(set(self._readers), timeout=15)
         for handle in self.workers.values():
             self.kill(handle)
+        if self._reaper is not None:
+            self._reaper.cancel()
+        reaper.reap_orphans()

@@ -39,7 +39,7 @@ from typing import Any
 
 import psutil
 
-from . import sessions
+from . import reaper, sessions
 from .accounts import AccountFiles
 from .browser import Chromium
 from .channel import Channel
@@ -58,6 +58,7 @@ log = logging.getLogger("tabfleetd.worker")
 
 PR_SET_PDEATHSIG = 1
 
+REAP_EVERY_S = 2.0  # orphans are also reaped at each SIGCHLD; this catches what coalesced signals hide
 CACHE_LIMIT_MB = 64  # a worker's HTTP disk cache is cleared once it grows past this, and at every rotation
 
 EXIT_OK = 0
@@ -83,6 +84,7 @@ def die_with_parent() -> None:
 def main(wid: int, conn: Connection, config: Config, chromium: str) -> None:
     """Process entry point."""
     die_with_parent()
+    reaper.become_subreaper()  # before any Chromium: what it orphans becomes ours to reap, not PID 1's
     log_to_stderr(config.log_level, config.log_format == "journal", f"worker-{wid}")
     for noisy in ("pyppeteer", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -153,6 +155,7 @@ class Worker:
             loop.add_signal_handler(sig, main_task.cancel)
         self.chan = await Channel.open(self.conn)
         heartbeat = None
+        reaping = asyncio.create_task(reaper.reap_forever(REAP_EVERY_S, on_sigchld=True))
         try:
             try:
                 await self.start_browser()
@@ -186,10 +189,12 @@ class Worker:
         finally:
             if heartbeat:
                 heartbeat.cancel()
+            reaping.cancel()
             if self.reconnector is not None:
                 self.reconnector.cancel()
             await self.stop_browser()
             self.display.stop()
+            reaper.reap_orphans()
         return EXIT_OK
 
     async def start_browser(self) -> None:
