@@ -60,6 +60,7 @@ class WorkerHandle:
     deliberate: bool = False  # we are ending it on purpose (a restart asked for): its task's attempt is refunded
     last_heartbeat: float = field(default_factory=time.monotonic)
     rss_mb: float = 0.0
+    profile_mb: float | None = None  # its local browser profile's size (None: not measured yet, or a remote browser)
     account_name: str = ""  # from its [[workers]] entry; default worker-N
     browser_kind: str = "local"
     endpoint: str | None = None  # a remote browser's scheme://host:port, never more
@@ -98,7 +99,7 @@ class WorkerHandle:
                 "tasks_done": self.tasks_done,
                 "current_task": None if self.task is None else f"{self.task['job']}/{self.task['index']}",
                 "current_prompt": None if self.task is None else self.task["prompt"],
-                "rss_mb": self.rss_mb, "last_error": self.last_error, "last_error_at": self.last_error_at,
+                "rss_mb": self.rss_mb, "profile_mb": self.profile_mb, "last_error": self.last_error, "last_error_at": self.last_error_at,
                 "restarts": self.restarts,
                 "failures_in_row": self.failures_in_row, "restart_at": self.restart_at, "rotations": self.rotations,
                 "browser": {"kind": self.browser_kind, "endpoint": self.endpoint, "connection": self.connection,
@@ -225,6 +226,8 @@ class Fleet:
                 kind = msg.get("t")
                 if kind == "hb":
                     handle.rss_mb = float(msg.get("rss_mb") or 0.0)
+                    profile_mb = msg.get("profile_mb")
+                    handle.profile_mb = None if profile_mb is None else float(profile_mb)
                     continue
                 if kind == "hello":
                     handle.browser = msg.get("browser")
