@@ -248,10 +248,17 @@ def workers_table(workers: list[dict[str, Any]], width: int, now: float | None =
           if any((w.get("browser") or {}).get("kind") == "remote" for w in workers) else []),
         Column("done", [str(w["tasks_done"]) for w in workers], "right"),
         Column("memory", [f"{w['rss_mb']:.0f} MB" for w in workers], "right"),
+        Column("profile", [profile_cell(w) for w in workers], "right", drop=2),
         Column("restarts", [str(w["restarts"]) for w in workers], "right", drop=2),
         *([] if narrow else [Column("cooling", [cooling(w, now) for w in workers], "right")]),
     ]
     return fit(title, columns, width)
+
+
+def profile_cell(worker: dict[str, Any]) -> str:
+    """The size of a worker's browser profile on disk; a dash for a remote browser or one not measured yet."""
+    size = worker.get("profile_mb")
+    return "-" if size is None else f"{size:.0f} MB"
 
 
 def memory_bar(memory: dict[str, Any], workers: list[dict[str, Any]], width: int) -> Any:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import reaper
 from .errors import BrowserStartError, ChromiumNotFound
 from .statedir import CHILD_UMASK
 
@@ -108,6 +109,7 @@ class ChildProcess:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.returncode: int | None = None
+        reaper.claim(pid, self.poll)  # its exit code is ours to read, not the orphan sweep's
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -118,6 +120,8 @@ class ChildProcess:
             else:
                 if pid:
                     self.returncode = os.waitstatus_to_exitcode(status)
+            if self.returncode is not None:
+                reaper.release(self.pid)
         return self.returncode
 
     def wait(self, timeout: float) -> int:

@@ -259,7 +259,8 @@ class Commands:
     async def cancel(self, args: dict[str, Any], peer: Peer) -> Any:
         return await self._set_state(args, peer, JobState.CANCELLED, "cancel")
 
-    # workers {} -> {"workers": [{"id", "pid", "state", "tasks_done", "current_task", "rss_mb", "last_error", "restarts"}]}
+    # workers {} -> {"workers": [{"id", "pid", "state", "tasks_done", "current_task", "rss_mb", "profile_mb", "last_error",
+    #                             "restarts", ...}]}   profile_mb: the local browser profile's size (null: remote, not yet measured)
     @op("workers")
     async def workers(self, args: dict[str, Any], peer: Peer) -> Any:
         return {"workers": self.daemon.worker_views()}

@@ -80,6 +80,9 @@ class Config:
     restart_delay_s: float = _key(1.0, "pause before a dead worker is started again")
     stagger_s: float = _key(2.0, "pause between starting one worker and the next")
     rotate_after_tasks: int = _key(50, "a worker restarts its Chromium after this many tasks (0: never)")
+    profile_max_mb: float = _key(200.0, "a worker's browser profile over this many MiB is trimmed at the next browser "
+                                        "restart, which the worker then brings forward to between tasks; only what holds the "
+                                        "session is kept (0: no cap; caches and history are trimmed at every restart anyway)")
     site_rate_per_min: float = _key(0.0, "prompts per minute sent to one site by all workers together (0: no limit until the site says so)")
     account_rate_per_min: float = _key(0.0, "prompts per minute sent by one account, i.e. one worker's profile (0: no limit)")
     memory_probe: str = _key("system", "where memory use is read: system (cgroup limit, else the machine) or file:PATH holding 'USED_MB LIMIT_MB'")

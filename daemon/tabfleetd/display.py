@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import reaper
 from .errors import BrowserStartError
 from .statedir import CHILD_UMASK, private_opener
 
@@ -61,6 +62,7 @@ class VirtualDisplay:
             with open(self.log_path, "ab", opener=private_opener) as err:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, pass_fds=(write_fd,),
                                              start_new_session=True, close_fds=True, umask=CHILD_UMASK)
+                reaper.claim(self.proc.pid, self.proc.poll)  # its exit code is Popen's to read, not the orphan sweep's
         finally:
             os.close(write_fd)
         try:
@@ -103,6 +105,8 @@ class VirtualDisplay:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.warning("Xvfb %d did not exit after SIGKILL", self.proc.pid)
+        else:
+            reaper.release(self.proc.pid)
         self.proc = None
         self.name = None
 

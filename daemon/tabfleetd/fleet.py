@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import reaper
 from . import worker as worker_module
 from .browser import kill_group, kill_profile_processes
 from .channel import Channel
@@ -29,6 +30,7 @@ STARTING, IDLE, BUSY, BLOCKED, STOPPING, RESTARTING, DEAD, RETIRING, RECONNECTIN
     "starting", "idle", "busy", "blocked", "stopping", "restarting", "dead", "retiring", "reconnecting")
 CONNECTING, CONNECTED = "connecting", "connected"  # a worker's connection to its browser (or RECONNECTING)
 RESTART_BACKOFF_CAP_S = 60.0
+REAP_EVERY_S = 2.0  # how often the daemon reaps the orphans it adopted (a killed worker's Chromium helpers)
 MP = multiprocessing.get_context("spawn")
 # What a worker process runs.  Only tests/bench/coordinator_daemon.py puts another here: a benchmark worker that
 # answers every task at once, to measure the coordinator alone.  Nothing in tabfleetd ever changes it.
@@ -58,6 +60,7 @@ class WorkerHandle:
     deliberate: bool = False  # we are ending it on purpose (a restart asked for): its task's attempt is refunded
     last_heartbeat: float = field(default_factory=time.monotonic)
     rss_mb: float = 0.0
+    profile_mb: float | None = None  # its local browser profile's size (None: not measured yet, or a remote browser)
     account_name: str = ""  # from its [[workers]] entry; default worker-N
     browser_kind: str = "local"
     endpoint: str | None = None  # a remote browser's scheme://host:port, never more
@@ -96,7 +99,7 @@ class WorkerHandle:
                 "tasks_done": self.tasks_done,
                 "current_task": None if self.task is None else f"{self.task['job']}/{self.task['index']}",
                 "current_prompt": None if self.task is None else self.task["prompt"],
-                "rss_mb": self.rss_mb, "last_error": self.last_error, "last_error_at": self.last_error_at,
+                "rss_mb": self.rss_mb, "profile_mb": self.profile_mb, "last_error": self.last_error, "last_error_at": self.last_error_at,
                 "restarts": self.restarts,
                 "failures_in_row": self.failures_in_row, "restart_at": self.restart_at, "rotations": self.rotations,
                 "browser": {"kind": self.browser_kind, "endpoint": self.endpoint, "connection": self.connection,
@@ -131,6 +134,7 @@ class Fleet:
         self._reader_of: dict[asyncio.Task[None], WorkerHandle] = {}
         self.rng = random.Random()
         self._watchdog: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
 
     @property
     def target(self) -> int:
@@ -139,6 +143,10 @@ class Fleet:
 
     async def start(self, count: int) -> None:
         self.desired = count
+        # Before the first worker: what a killed worker's Chromium leaves is adopted here (and reaped), not by PID 1.
+        # Only a timer, no SIGCHLD handler: the daemon's own children (workers) are multiprocessing's to wait for.
+        reaper.become_subreaper()
+        self._reaper = asyncio.create_task(reaper.reap_forever(REAP_EVERY_S, on_sigchld=False))
         self._watchdog = asyncio.create_task(self.watch())
         self._governor = asyncio.create_task(self.govern())
         self.resize()
@@ -218,6 +226,8 @@ class Fleet:
                 kind = msg.get("t")
                 if kind == "hb":
                     handle.rss_mb = float(msg.get("rss_mb") or 0.0)
+                    profile_mb = msg.get("profile_mb")
+                    handle.profile_mb = None if profile_mb is None else float(profile_mb)
                     continue
                 if kind == "hello":
                     handle.browser = msg.get("browser")
@@ -439,3 +449,6 @@ class Fleet:
             await asyncio.wait(set(self._readers), timeout=15)
         for handle in self.workers.values():
             self.kill(handle)
+        if self._reaper is not None:
+            self._reaper.cancel()
+        reaper.reap_orphans()

@@ -13,7 +13,7 @@ refreshed session back after tasks (sessions.py).  It talks to the daemon only t
                       {"t": "browser", "state": "reconnecting", "error", "attempt", "retry_in_s"}   a remote browser is gone;
                                         no task until the next hello (one sent meanwhile is answered "detached")
                       {"t": "session", "account", "session": {"cookies", "origins"}, "source"}   the session as the browser has it now
-                      {"t": "hb", "rss_mb"}
+                      {"t": "hb", "rss_mb", "profile_mb"}   profile_mb: the local profile's size (None: a remote browser)
                       {"t": "result", "key", "ok": true, "file", "sha256", "bytes", "adopted", "started", "finished",
                        "sent_at", "answer_s"}
                       {"t": "result", "key", "ok": false, "error", "kind", "wait_s", "blame", "started", "finished",
@@ -39,7 +39,7 @@ from typing import Any
 
 import psutil
 
-from . import sessions
+from . import profiletrim, reaper, sessions
 from .accounts import AccountFiles
 from .browser import Chromium
 from .channel import Channel
@@ -60,6 +60,9 @@ PR_SET_PDEATHSIG = 1
 
 VIEWPORT = {"width": 1024, "height": 768}
 PAGE_CLOSE_S = 3.0
+REAP_EVERY_S = 2.0  # orphans are also reaped at each SIGCHLD; this catches what coalesced signals hide
+PROFILE_MEASURE_S = 5.0  # how often the profile's size is measured (a walk of its files, in a thread)
+MB = 2**20
 CACHE_LIMIT_MB = 64  # a worker's HTTP disk cache is cleared once it grows past this, and at every rotation
 
 EXIT_OK = 0
@@ -85,22 +88,11 @@ def die_with_parent() -> None:
 def main(wid: int, conn: Connection, config: Config, chromium: str) -> None:
     """Process entry point."""
     die_with_parent()
+    reaper.become_subreaper()  # before any Chromium: what it orphans becomes ours to reap, not PID 1's
     log_to_stderr(config.log_level, config.log_format == "journal", f"worker-{wid}")
     for noisy in ("pyppeteer", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.exit(asyncio.run(Worker(wid, conn, config, chromium).run()))
-
-
-def dir_bytes(path: Path) -> int:
-    """Bytes in the files under `path` (0 when it does not exist)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-    return total
 
 
 def tree_memory_mb(pid: int) -> float:
@@ -145,6 +137,8 @@ class Worker:
         self.busy = False
         self.browser_lock = asyncio.Lock()
         self.rotations = 0
+        self.profile_mb: float | None = None  # the local profile's size, last measured
+        self.profile_floor_mb = 0.0  # its size right after the last trim: what it keeps
         self.display = VirtualDisplay(config.state_dir / "xvfb" / f"worker-{wid}", config.state_dir / "logs" / f"xvfb-{wid}.log")
 
     async def run(self) -> int:
@@ -155,6 +149,7 @@ class Worker:
             loop.add_signal_handler(sig, main_task.cancel)
         self.chan = await Channel.open(self.conn)
         heartbeat = None
+        reaping = asyncio.create_task(reaper.reap_forever(REAP_EVERY_S, on_sigchld=True))
         try:
             try:
                 await self.start_browser()
@@ -188,10 +183,12 @@ class Worker:
         finally:
             if heartbeat:
                 heartbeat.cancel()
+            reaping.cancel()
             if self.reconnector is not None:
                 self.reconnector.cancel()
             await self.stop_browser()
             self.display.stop()
+            reaper.reap_orphans()
         return EXIT_OK
 
     async def start_browser(self) -> None:
@@ -203,6 +200,7 @@ class Worker:
             info = self.remote.info()
         else:
             sessions.keep_profile_to(self.chromium.profile, self.account)
+            await self.trim_profile()
             self.browser = await connect_browser(self.chromium, timeout, viewport)
             try:
                 pages = await asyncio.wait_for(self.browser.pages(), timeout)
@@ -269,13 +267,52 @@ class Worker:
             await self.start_browser()
 
     async def rotate_if_due(self) -> None:
-        """A fresh browser every rotate_after_tasks tasks: Chromium's memory only grows over a long run."""
+        """A fresh browser every rotate_after_tasks tasks (Chromium's memory only grows over a long run), or sooner
+        when its profile has outgrown profile_max_mb (the new browser's start trims it)."""
         every = self.config.rotate_after_tasks
         if every and self.browser_tasks >= every:
             self.rotations += 1
             log.info("rotating Chromium after %d tasks", self.browser_tasks)
             await self.clear_cache(always=True)
             await self.recycle_browser()
+        elif self.profile_over_cap():
+            log.info("the profile has grown to %.0f MB, over profile_max_mb: restarting Chromium to trim it", self.profile_mb)
+            await self.recycle_browser()
+
+    # -- a bounded profile ------------------------------------------------------
+
+    async def trim_profile(self) -> None:
+        """Shed the profile's caches, crash dumps and history, and more when it is over its cap (profiletrim.py).
+
+        Only at a browser start, with no Chromium on the profile: a running one holds those files open.
+        """
+        if self.remote is not None or self.chromium.proc is not None:
+            return
+        cap = int(self.config.profile_max_mb * MB)
+        trimmed = await asyncio.get_running_loop().run_in_executor(None, profiletrim.trim, self.chromium.profile, cap)
+        if trimmed.removed:
+            log.info("profile trimmed from %.1f MB to %.1f MB (%d entries%s)", trimmed.before / MB, trimmed.after / MB,
+                     len(trimmed.removed), "; over its cap, all but the session went" if trimmed.deep else "")
+        if trimmed.over_cap:
+            log.warning("the profile is still %.0f MB after trimming, over profile_max_mb %.0f: what holds the session "
+                        "(cookies, storage) has outgrown the cap", trimmed.after / MB, self.config.profile_max_mb)
+        self.profile_mb = self.profile_floor_mb = round(trimmed.after / MB, 1)
+
+    async def measure_profile(self) -> None:
+        if self.remote is None:
+            size = await asyncio.get_running_loop().run_in_executor(None, profiletrim.tree_bytes, self.chromium.profile)
+            self.profile_mb = round(size / MB, 1)
+
+    def profile_over_cap(self) -> bool:
+        """Whether the running browser's profile has outgrown its cap by enough to restart it.
+
+        A profile whose kept part alone is over the cap is restarted again only once it grows by a tenth of the
+        cap more, not after every task.
+        """
+        cap = self.config.profile_max_mb
+        if not cap or self.remote is not None or self.page is None or self.profile_mb is None:
+            return False
+        return self.profile_mb > max(cap, self.profile_floor_mb + cap / 10)
 
     async def clear_cache(self, always: bool = False) -> None:
         """Drop the HTTP cache once it has grown past CACHE_LIMIT_MB, or always (at rotation); cookies, and so the login, stay.
@@ -286,7 +323,7 @@ class Worker:
             return
         if not always:
             cache = self.chromium.profile / "Default" / "Cache"
-            if await asyncio.get_running_loop().run_in_executor(None, dir_bytes, cache) < CACHE_LIMIT_MB * 2**20:
+            if await asyncio.get_running_loop().run_in_executor(None, profiletrim.tree_bytes, cache) < CACHE_LIMIT_MB * 2**20:
                 return
             log.info("the HTTP cache has grown past %d MB; clearing it", CACHE_LIMIT_MB)
         try:
@@ -297,12 +334,15 @@ class Worker:
     async def heartbeats(self) -> None:
         assert self.chan is not None
         last_rss = 0.0
-        measured = 0.0
+        measured = profile_measured = 0.0
         while True:
             now = time.monotonic()
             if now - measured > 5:
                 last_rss, measured = tree_memory_mb(os.getpid()), now
-            await self.chan.send({"t": "hb", "rss_mb": last_rss})
+            if now - profile_measured > PROFILE_MEASURE_S:
+                await self.measure_profile()
+                profile_measured = now
+            await self.chan.send({"t": "hb", "rss_mb": last_rss, "profile_mb": self.profile_mb})
             if (self.remote is not None and not self.busy and not self.browser_lock.locked() and self.browser is not None
                     and self.remote.lost):
                 await self.begin_reconnect(f"the connection to the remote browser at {self.remote.shown} closed")
@@ -310,6 +350,10 @@ class Worker:
                     and self.chromium.proc.poll() is not None):
                 # Chromium died between tasks: replace it now, not when the next task finds it dead.
                 log.warning("Chromium exited (%s) while idle; starting a new one", self.chromium.proc.returncode)
+                await self.recycle_quietly()
+            elif not self.busy and not self.browser_lock.locked() and self.profile_over_cap():
+                log.info("the profile has grown to %.0f MB while idle, over profile_max_mb: restarting Chromium to trim it",
+                         self.profile_mb)
                 await self.recycle_quietly()
             await asyncio.sleep(self.config.heartbeat_interval_s)
 

@@ -25,7 +25,7 @@ JOBS = [job("ab12cd34", "lighthouses on cliffs at dawn, a long name", done=1234,
         job("ef56ab78", "cancelled toads", "cancelled", done=2, cancelled=4),
         job("99887766", "short", "done", done=6)]
 WORKERS = [{"id": 1, "state": "busy", "health": "ok", "current_prompt": "a watercolour of a lighthouse " * 3,
-            "tasks_done": 120, "rss_mb": 250.0, "restarts": 2, "last_error": "transient: Something went wrong",
+            "tasks_done": 120, "rss_mb": 250.0, "profile_mb": 37.4, "restarts": 2, "last_error": "transient: Something went wrong",
             "last_error_at": NOW - 125, "account": {"cooling_until": NOW + 30}},
            {"id": 12, "state": "restarting", "health": "restarting in 9 s", "current_prompt": None, "tasks_done": 0,
             "rss_mb": 0.0, "restarts": 14, "last_error": None, "restart_at": NOW + 9}]
@@ -64,6 +64,13 @@ def test_ended_jobs_have_no_rate_or_eta_and_long_names_end_in_an_ellipsis() -> N
     assert ended.rstrip().endswith("0"), ended  # the failed count ends the row: no rate, no ETA
     active = next(line for line in lines if line.startswith("ab12cd34"))
     assert "…" in active and "123.4" in active and "1h06m" in active
+
+
+def test_workers_show_the_profile_size_where_there_is_room() -> None:
+    """Each worker's profile size is a column of its own, a dash where none was measured (a remote browser)."""
+    header, _, first, second = render(workers_table(WORKERS, 160, NOW, title=None), 160)[:4]
+    assert header.split()[-3:] == ["profile", "restarts", "cooling"], header
+    assert first.split()[-5:-3] == ["37", "MB"] and second.split()[-4] == "-", (first, second)
 
 
 def test_workers_show_cooling_and_the_age_of_the_last_error() -> None:

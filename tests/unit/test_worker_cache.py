@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tabfleetd.worker import dir_bytes
+from tabfleetd.profiletrim import tree_bytes as dir_bytes
 
 
 def test_dir_bytes_sums_files_under_a_tree_and_is_zero_when_missing(tmp_path: Path) -> None:
