@@ -91,7 +91,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.submit_lock = asyncio.Lock()
         self.events = EventLog()
-        self.site_policy = SitePolicy.from_config(config)
+        self.site_policy = SitePolicy.configured(config.site_hosts, config.site_networks)
         self.demo: Any = None
         self.web: WebServer | None = None  # dashboard and metrics, when configured
         self.roster = Roster(config.state_dir / "accounts")

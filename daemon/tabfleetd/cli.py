@@ -20,17 +20,11 @@ from . import __version__, config as config_module, detach as detach_module, pro
 from .app import Daemon, StateLock
 from .browser import find_chromium
 from .errors import AlreadyRunning, BrowserError, ConfigError, StoreDamaged, StoreFormatError
+from .exitcodes import EXIT_ALREADY_RUNNING, EXIT_CONFIG, EXIT_OK, EXIT_SOFTWARE, EXIT_STORE_DAMAGED, EXIT_UNAVAILABLE
 from .journal import log_to_stderr, stderr_is_journal
 from .notify import ENV_NAMES, Notifier, ServiceEnv, ServiceLink
 from .store import Store
 
-# Named exit codes (sysexits.h), so systemd units and scripts can tell failures apart.
-EXIT_OK = 0
-EXIT_STORE_DAMAGED = 65  # the store is missing, cut short or corrupt (EX_DATAERR); the message says how to restore it
-EXIT_UNAVAILABLE = 69  # no Chromium
-EXIT_SOFTWARE = 70  # a bug, or a --detach daemon that never became ready
-EXIT_ALREADY_RUNNING = 75
-EXIT_CONFIG = 78
 DEFAULT_CONFIG = Path("/etc/tabfleet/tabfleetd.toml")  # the systemd unit's
 
 

@@ -25,7 +25,7 @@ from .states import BUCKETS, FINISHED_JOB_STATES, JOB_TRANSITIONS, JobState
 from .subscription import Subscription, trim_finished
 
 if TYPE_CHECKING:
-    from .app import Daemon
+    from .daemonview import DaemonView
 
 Op = Callable[["Commands", dict[str, Any], Peer], Awaitable[Any]]
 OPS: dict[str, Op] = {}
@@ -70,7 +70,7 @@ def governed(view: dict[str, Any]) -> dict[str, Any]:
 
 
 class Commands:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
 
     async def __call__(self, name: str, args: dict[str, Any], peer: Peer) -> Any:

@@ -29,7 +29,7 @@ from .store import task_key
 from .subscription import trim_finished
 
 if TYPE_CHECKING:
-    from .app import Daemon
+    from .daemonview import DaemonView
 
 GALLERY_SIZE = 24
 OLDER_PAGE = 5000  # done tasks per store read when the gallery is first filled after a start
@@ -44,7 +44,7 @@ SECURITY_HEADERS = {
 
 
 class Dashboard:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
         self.commands = Commands(daemon)
         # The status op ignores who asks; the dashboard asks as the daemon itself.

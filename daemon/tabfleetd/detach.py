@@ -30,6 +30,7 @@ from typing import IO
 import daemon as python_daemon
 
 from .errors import AlreadyRunning
+from .exitcodes import EXIT_SOFTWARE
 from .journal import TEXT_FORMAT
 from .notify import Notifier
 from .statedir import private_opener
@@ -178,7 +179,6 @@ def daemonize(pidfile: Path | None, keep: Sequence[IO[str] | int], log_file: Pat
 
 def _wait_ready(waiter: socket.socket, pidfile: Path | None, log_file: Path) -> int:
     """In the command: wait for READY=1 or EXIT_STATUS=N from the daemon; return our exit code."""
-    from .cli import EXIT_SOFTWARE  # here, not at import: cli imports this module
 
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:

@@ -29,7 +29,7 @@ from .scheduler import site_of
 from .states import BUCKETS, FINISHED_JOB_STATES, JobState
 
 if TYPE_CHECKING:
-    from .app import Daemon
+    from .daemonview import DaemonView
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ ENDED_JOB_KEPT_S = 3600.0
 class FleetCollector(Collector):
     """Every tabfleet_* metric, built fresh at each scrape."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
         self.attempts: collections.Counter[tuple[str, str]] = collections.Counter()  # (outcome, site) -> attempts ended so
         self.failures: collections.Counter[tuple[str, str]] = collections.Counter()  # (error class, site) -> failed attempts
@@ -306,7 +306,7 @@ class Durations:
 class Metrics:
     """The registry served at /metrics: the fleet collector and the daemon process's own metrics."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = FleetCollector(daemon)
         self.registry.register(self.collector)

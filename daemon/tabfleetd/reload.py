@@ -14,7 +14,7 @@ from .config import FIELDS, RELOADABLE, Config
 from .retries import RetryPolicy
 
 if TYPE_CHECKING:
-    from .app import Daemon
+    from .daemonview import DaemonView
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     return {name: (getattr(old, name), getattr(new, name)) for name in FIELDS if getattr(old, name) != getattr(new, name)}
 
 
-def apply(daemon: Daemon, new: Config) -> tuple[list[str], list[str]]:
+def apply(daemon: DaemonView, new: Config) -> tuple[list[str], list[str]]:
     """Put the reloadable keys of `new` into the running daemon; return (applied, waiting for a restart)."""
     changed = changes(daemon.config, new)
     # New [[workers]] bindings need a restart; resizing to their count now would half-apply them.

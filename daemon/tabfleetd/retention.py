@@ -6,8 +6,8 @@ Operators leave the daemon up for days, so nothing may grow without bound:
   ago is deleted from the store with all its tasks (its images and manifest
   stay on disk), and forgotten by the scheduler;
 - LMDB never shrinks its file, so once free pages make up more than
-  `compact_free_ratio` of a file over `compact_min_mb`, the file is rewritten
-  without them (`copy(compact=True)`, then one atomic rename);
+  `compact_free_ratio` of a file over `compact_min_mb`, the store compacts it
+  (Store.compact, which storefile.py carries out: here is only the decision);
 - stored events beyond `events_max`, or older than `events_max_age_h`, are
   pruned oldest first, a batch per transaction (a job's own events leave with the job);
 - stale reader slots left by a killed process are cleared, as they pin old pages;
@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .bulk import delete_job
 from .eventkeeper import prune_stored
-from .outputs import fsync_path
 from .states import FINISHED_JOB_STATES
 
 if TYPE_CHECKING:
     from .config import Config
-    from .store import AsyncStore, Store
+    from .store import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -54,50 +51,11 @@ def expired_jobs(jobs: Iterable[Mapping[str, Any]], now: float, retention_h: flo
             and not j["counts"].get("pending") and not j["counts"].get("running")]
 
 
-def usage(store: Store) -> dict[str, int]:
-    """Bytes in the data file and bytes its live pages use (the rest is LMDB's free list)."""
-    info = store.env.info()
-    stat = store.env.stat()
-    page = stat["psize"]
-    used_pages = 2 + stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]  # 2 meta pages
-    with store.env.begin() as txn:
-        for db in (store.meta, store.jobs, store.tasks, store.fresh, store.retry, *store.event_dbs.all()):
-            s = txn.stat(db)
-            used_pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
-    file_bytes = (store.path / "data.mdb").stat().st_size
-    return {"file_bytes": file_bytes, "used_bytes": min(file_bytes, used_pages * page),
-            "last_page_bytes": (info["last_pgno"] + 1) * page}
-
-
 def should_compact(use: Mapping[str, int], free_ratio: float, min_mb: int) -> bool:
     """Compact when the file is big enough to matter and mostly free pages."""
     if free_ratio <= 0 or use["file_bytes"] < min_mb << 20:
         return False
     return (use["file_bytes"] - use["used_bytes"]) >= free_ratio * use["file_bytes"]
-
-
-def compact(store: Store) -> dict[str, int]:
-    """Rewrite the data file without free pages and reopen the store; returns sizes before and after."""
-    data = store.path / "data.mdb"
-    scratch = store.path.with_name(store.path.name + ".compact")
-    before = data.stat().st_size
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    store.env.copy(str(scratch), compact=True)
-    os.chmod(scratch / "data.mdb", 0o600)  # LMDB's copy follows the umask; the store holds every prompt
-    fsync_path(scratch / "data.mdb")
-    map_size = store.env.info()["map_size"]
-    store.env.close()
-    # One rename swaps the file: a crash at any point leaves either the old or the new file whole.
-    os.replace(scratch / "data.mdb", data)
-    fsync_path(store.path)
-    shutil.rmtree(scratch, ignore_errors=True)
-    # Re-run Store's own opening code so the LMDB flags and named databases stay exactly Store's
-    # (without the full file walk: LMDB itself just wrote this file).
-    type(store).__init__(store, store.path, map_size, verify=False)
-    after = data.stat().st_size
-    log.info("store compacted from %.1f MiB to %.1f MiB", before / 2**20, after / 2**20)
-    return {"before_bytes": before, "after_bytes": after}
 
 
 class Housekeeper:

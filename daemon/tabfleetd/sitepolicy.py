@@ -18,14 +18,11 @@ import re
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import profiles
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .config import Config
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -131,8 +128,9 @@ class SitePolicy:
     networks: tuple[Network, ...] = ()
 
     @classmethod
-    def from_config(cls, config: Config) -> SitePolicy:
-        return cls(builtin_hosts() + parse_hosts(config.site_hosts), parse_networks(config.site_networks))
+    def configured(cls, site_hosts: tuple[str, ...], site_networks: tuple[str, ...]) -> SitePolicy:
+        """The policy from the config's site_hosts and site_networks (taken as values, so sites never import config)."""
+        return cls(builtin_hosts() + parse_hosts(site_hosts), parse_networks(site_networks))
 
     def allowed_network(self, ip: IPAddress) -> bool:
         mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip

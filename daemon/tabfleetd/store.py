@@ -590,12 +590,18 @@ class Store(StoredEvents):
         return self.env.reader_check()
 
     def usage(self) -> dict[str, int]:
-        from .retention import usage
-        return usage(self)
+        return storefile.usage(self.env, self.path, (self.meta, self.jobs, self.tasks, self.fresh, self.retry, *self.event_dbs.all()))
 
     def compact(self) -> dict[str, int]:
-        from .retention import compact
-        return compact(self)
+        """Rewrite the data file without its free pages (storefile), then reopen through Store's own opening code.
+
+        Reopening this way keeps the LMDB flags and named databases exactly Store's, without the full file walk:
+        LMDB itself just wrote this file.
+        """
+        map_size = self.env.info()["map_size"]
+        sizes = storefile.compact(self.env, self.path)
+        type(self).__init__(self, self.path, map_size, verify=False)
+        return sizes
 
     def backup_age_s(self) -> float | None:
         return storefile.backup_age_s(self.path, time.time())

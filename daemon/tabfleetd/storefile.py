@@ -21,18 +21,22 @@ what is wrong and how to restore, and an exit code the unit does not restart.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import lmdb
 from lmdb import verify as lmdb_verify
 
 from .errors import StoreDamaged
 from .outputs import fsync_path
+
+log = logging.getLogger(__name__)
 
 DATA = "data.mdb"
 MARKER = "initialised"
@@ -146,6 +150,41 @@ def backup(env: lmdb.Environment, path: Path) -> int:
     os.replace(tmp, path / BACKUP)
     fsync_path(path)
     return size
+
+
+def usage(env: lmdb.Environment, path: Path, dbs: Iterable[Any]) -> dict[str, int]:
+    """Bytes in the data file and bytes its live pages use (the rest is LMDB's free list); `dbs` are the named databases."""
+    info = env.info()
+    stat = env.stat()
+    page = stat["psize"]
+    used_pages = 2 + stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]  # 2 meta pages
+    with env.begin() as txn:
+        for db in dbs:
+            s = txn.stat(db)
+            used_pages += s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"]
+    file_bytes = (path / "data.mdb").stat().st_size
+    return {"file_bytes": file_bytes, "used_bytes": min(file_bytes, used_pages * page),
+            "last_page_bytes": (info["last_pgno"] + 1) * page}
+
+
+def compact(env: lmdb.Environment, path: Path) -> dict[str, int]:
+    """Rewrite the data file without free pages, closing `env` (the caller reopens); returns sizes before and after."""
+    data = path / "data.mdb"
+    scratch = path.with_name(path.name + ".compact")
+    before = data.stat().st_size
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    env.copy(str(scratch), compact=True)
+    os.chmod(scratch / "data.mdb", 0o600)  # LMDB's copy follows the umask; the store holds every prompt
+    fsync_path(scratch / "data.mdb")
+    env.close()
+    # One rename swaps the file: a crash at any point leaves either the old or the new file whole.
+    os.replace(scratch / "data.mdb", data)
+    fsync_path(path)
+    shutil.rmtree(scratch, ignore_errors=True)
+    after = data.stat().st_size
+    log.info("store compacted from %.1f MiB to %.1f MiB", before / 2**20, after / 2**20)
+    return {"before_bytes": before, "after_bytes": after}
 
 
 def backup_age_s(path: Path, now: float) -> float | None:

@@ -31,7 +31,7 @@ from .logthrottle import ThrottledLog
 from .webauth import WebAuth, load_token
 
 if TYPE_CHECKING:
-    from .app import Daemon
+    from .daemonview import DaemonView
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ async def bind_tcp(host: str, port: int) -> list[socket.socket]:
 
 
 class WebServer:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
         self.runners: list[web.AppRunner] = []
         self.listeners: list[Listener] = []
@@ -202,7 +202,7 @@ class WebServer:
         self.runners.clear()
 
 
-async def start_web(daemon: Daemon) -> WebServer | None:
+async def start_web(daemon: DaemonView) -> WebServer | None:
     """Start the dashboard and metrics endpoint when configured; None when neither is."""
     if not (daemon.config.dashboard_port or daemon.config.metrics_port):
         return None

@@ -51,7 +51,7 @@ from .journal import log_to_stderr
 from .outdir import is_image
 from .outputs import read_image, write_atomic
 from .remote import RemoteBrowser
-from .sites import adapter_for
+from .sites.profile import adapter_for
 from .sites.base import AUTH, CHALLENGE, CRASH, PERMANENT, SITE, TIMEOUT, WORKER, SiteAdapter
 
 log = logging.getLogger("tabfleetd.worker")

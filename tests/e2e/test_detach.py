@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tabfleetd.cli import EXIT_ALREADY_RUNNING, EXIT_CONFIG
+from tabfleetd.exitcodes import EXIT_ALREADY_RUNNING, EXIT_CONFIG
 
 pytestmark = pytest.mark.e2e
 

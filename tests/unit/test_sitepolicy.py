@@ -115,4 +115,4 @@ def test_bad_config_values_name_their_key(tmp_path: Path) -> None:
         config_module.load(path, {}, {}, tmp_path)
     path.write_text('site_hosts = ["*.Example.COM", "*"]\nsite_networks = ["127.0.0.1"]\n')
     loaded = config_module.load(path, {}, {}, tmp_path)
-    assert SitePolicy.from_config(loaded).hosts == ("chatgpt.com", "*.example.com", "*")
+    assert SitePolicy.configured(loaded.site_hosts, loaded.site_networks).hosts == ("chatgpt.com", "*.example.com", "*")

@@ -409,3 +409,15 @@ class ProfileAdapter(SiteAdapter):
     @staticmethod
     def left(deadline: float) -> float:
         return deadline - time.monotonic()
+
+
+def adapter_for(site: dict[str, Any] | str, current: SiteAdapter | None = None,
+                snapshot_dir: Path | None = None, wid: int | None = None) -> ProfileAdapter:
+    """The adapter for a task's site: `current` when it already drives that profile, else a new one.
+
+    `site` is the profile stored on the job, or a built-in's name (jobs queued before profiles).
+    """
+    spec = profiles.builtin(site) if isinstance(site, str) else site
+    if isinstance(current, ProfileAdapter) and current.spec == spec:
+        return current
+    return ProfileAdapter(spec, snapshot_dir, wid)

@@ -27,7 +27,7 @@ from tabfleetd.browser import Chromium
 from tabfleetd.devtools import connect_browser
 from tabfleetd.demoimage import render_png
 from tabfleetd.errors import SiteError
-from tabfleetd.sites import ProfileAdapter
+from tabfleetd.sites.profile import ProfileAdapter
 
 PAGES = Path(__file__).parent / "pages"
 FIXTURE_PROFILE = Path(__file__).parent / "fixture.toml"

@@ -15,7 +15,7 @@ from tabfleetd import profiles
 from tabfleetd.demoimage import render_png
 from tabfleetd.demosite import DemoSite
 from tabfleetd.errors import SiteError
-from tabfleetd.sites import ProfileAdapter
+from tabfleetd.sites.profile import ProfileAdapter
 from tabfleetd.sites.base import until_clock
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
