@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import psutil
 
-from . import outputs, profiles, reload, statedir
+from . import memtrace, outputs, profiles, reload, statedir
 from .browser import kill_group, kill_profile_processes, names_path
 from .bulk import Bulk
 from . import accountops  # noqa: F401 - registers the account ops with commands.OPS
@@ -94,6 +94,7 @@ class Daemon:
         self.demo: Any = None
         self.web: WebServer | None = None  # dashboard and metrics, when configured
         self.roster = Roster(config.state_dir / "accounts")
+        self.memory_growth = memtrace.GrowthTracker()
         self.store: AsyncStore
         self.fleet: Fleet
         self.scheduler: Scheduler
@@ -136,6 +137,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        if memtrace.start(cfg.trace_memory_frames):
+            log.info("tracing allocations with tracemalloc (%d frames each)", cfg.trace_memory_frames)
         self.store = AsyncStore(Store(cfg.state_dir / "store", cfg.map_size_mb << 20))
         statedir.tighten(cfg.state_dir / "store", depth=1)  # LMDB makes its files by the umask
         moved = await self.store("requeue_running")
