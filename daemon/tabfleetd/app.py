@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import psutil
 
-from . import memtrace, outputs, profiles, reload, statedir
+from . import malloctune, memtrace, outputs, profiles, reload, statedir
 from .browser import kill_group, kill_profile_processes, names_path
 from .bulk import Bulk
 from . import accountops  # noqa: F401 - registers the account ops with commands.OPS
@@ -137,6 +137,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        if not malloctune.limit_arenas():
+            log.debug("malloc arenas not limited (not glibc)")
         if memtrace.start(cfg.trace_memory_frames):
             log.info("tracing allocations with tracemalloc (%d frames each)", cfg.trace_memory_frames)
         self.store = AsyncStore(Store(cfg.state_dir / "store", cfg.map_size_mb << 20))

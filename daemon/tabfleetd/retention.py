@@ -9,6 +9,7 @@ Operators leave the daemon up for days, so nothing may grow without bound:
   `compact_free_ratio` of a file over `compact_min_mb`, the file is rewritten
   without them (`copy(compact=True)`, then one atomic rename);
 - stale reader slots left by a killed process are cleared, as they pin old pages;
+- malloc's free pages go back to the system after each pass (malloctune.py);
 - a compacted copy of the store, data.mdb.prev, is written at each compaction and
   whenever the last one is older than `backup_interval_h`, so a damaged store can
   be restored (storefile.py).
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import malloctune
 from .bulk import delete_job
 from .outputs import fsync_path
 from .states import FINISHED_JOB_STATES
@@ -147,5 +149,7 @@ class Housekeeper:
             # Beside the store thread: LMDB copies from a read snapshot while writes go on.
             backup = await self.store.aside("backup")
             log.info("store copied to data.mdb.prev (%.1f MiB)", backup / 2**20)
+        # What the pass (and the time since the last) freed goes back to the system, not only to malloc's free lists.
+        trimmed = await asyncio.get_running_loop().run_in_executor(None, malloctune.trim)
         return {"pruned_jobs": len(pruned), "pruned_tasks": tasks, "stale_readers": stale, "usage": use,
-                "compacted": compacted, "backup_bytes": backup}
+                "compacted": compacted, "backup_bytes": backup, "trimmed": trimmed}

@@ -135,8 +135,9 @@ class Soak:
             "log_max_mb": 0.1, "log_backups": 3,
             "task_deadline_s": 15.0, "heartbeat_timeout_s": 10.0, "max_attempts": 4,
             "retry_base_s": 0.5, "retry_cap_s": 5.0, "grace_s": 3.0,
-            "trace_memory_frames": args.trace_frames,
         }
+        if args.trace_frames:  # left out when off, so that the soak also runs an older tabfleetd
+            self.config["trace_memory_frames"] = args.trace_frames
 
     # -- the daemon --------------------------------------------------------------
 
