@@ -206,11 +206,7 @@ class Daemon:
 
     def forget_jobs(self, job_ids: list[str]) -> None:
         """Drop pruned jobs from the scheduler's in-memory maps, so they do not grow over days."""
-        for name in ("jobs", "finish_times", "job_events", "running_per_job", "first_dispatch"):
-            table = getattr(self.scheduler, name, None)
-            if table is not None:
-                for job_id in job_ids:
-                    table.pop(job_id, None)
+        self.scheduler.forget(job_ids)
 
     # -- workers -------------------------------------------------------------
 
