@@ -17,9 +17,9 @@ import time
 import tracemalloc
 from typing import Any
 
-# tracemalloc's own bookkeeping and the linecache it fills for the report are not the daemon's growth.
+# tracemalloc's own bookkeeping, the linecache it fills and the totals kept here are not the daemon's growth.
 _EXCLUDE = (tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, linecache.__file__),
-            tracemalloc.Filter(False, "<unknown>"))
+            tracemalloc.Filter(False, __file__), tracemalloc.Filter(False, "<unknown>"))
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -31,37 +31,43 @@ def start(frames: int) -> bool:
 
 
 class GrowthTracker:
-    """Snapshots diffed against the previous one; the first call compares with nothing (all is growth)."""
+    """Each call's per-site totals diffed against the previous call's; the first compares with nothing (all is growth).
+
+    Only the per-site totals are kept between calls, not the snapshot: a
+    snapshot holds every live block, and keeping one would itself be memory
+    the daemon holds for as long as it is watched.
+    """
 
     def __init__(self) -> None:
-        self.previous: tracemalloc.Snapshot | None = None
+        self.previous: dict[tracemalloc.Traceback, tuple[int, int]] | None = None  # site -> (bytes, blocks)
         self.previous_at = 0.0
-        self.lock = threading.Lock()  # two callers at once must not diff against the same previous snapshot
+        self.lock = threading.Lock()  # two callers at once must not diff against the same previous totals
 
-    def growth(self, top: int, group_by: str = "traceback") -> dict[str, Any]:
+    def growth(self, top: int) -> dict[str, Any]:
         """The `top` sites that grew most (bytes) since the last call, and the traced totals. Blocking: run in a thread."""
         if not tracemalloc.is_tracing():
             return {"tracing": False}
         with self.lock:
             snapshot = tracemalloc.take_snapshot().filter_traces(_EXCLUDE)
+            totals = {s.traceback: (s.size, s.count) for s in snapshot.statistics("traceback")}
+            del snapshot
             now = time.monotonic()
-            previous, since = self.previous, (now - self.previous_at if self.previous else None)
-            self.previous, self.previous_at = snapshot, now
-        stats = snapshot.compare_to(previous, group_by) if previous is not None else \
-            [_as_diff(s) for s in snapshot.statistics(group_by)]
-        stats.sort(key=lambda s: s.size_diff, reverse=True)
+            previous, since = self.previous or {}, (now - self.previous_at if self.previous is not None else None)
+            self.previous, self.previous_at = totals, now
+        grown = []
+        for site, (size, count) in totals.items():
+            old_size, old_count = previous.get(site, (0, 0))
+            if size > old_size:
+                grown.append(tracemalloc.StatisticDiff(site, size, size - old_size, count, count - old_count))
+        grown.sort(key=lambda s: s.size_diff, reverse=True)
         current, peak = tracemalloc.get_traced_memory()
         return {"tracing": True, "frames": tracemalloc.get_traceback_limit(), "since_s": None if since is None else round(since, 1),
                 "traced_mb": round(current / 2**20, 2), "peak_mb": round(peak / 2**20, 2),
                 "overhead_mb": round(tracemalloc.get_tracemalloc_memory() / 2**20, 2),
-                "sites": [_site(s) for s in stats[:top] if s.size_diff > 0]}
+                "sites": [_site(s) for s in grown[:top]]}
 
     async def growth_async(self, top: int) -> dict[str, Any]:
         return await asyncio.get_running_loop().run_in_executor(None, self.growth, top)
-
-
-def _as_diff(stat: tracemalloc.Statistic) -> tracemalloc.StatisticDiff:
-    return tracemalloc.StatisticDiff(stat.traceback, stat.size, stat.size, stat.count, stat.count)
 
 
 def _site(stat: tracemalloc.StatisticDiff) -> dict[str, Any]:
