@@ -430,8 +430,9 @@ def draw(path: Path, report: dict[str, Any], sites: list[dict[str, Any]]) -> boo
             ax.plot([after[0][0], after[-1][0]], [mv + slope_per_min * (after[0][0] - mt), mv + slope_per_min * (after[-1][0] - mt)],
                     linestyle="--", color="black", linewidth=0.8)
         ax.axvspan(0, warm_min, color="grey", alpha=0.15)
-        verdict = "" if "met" not in entry else (" ok" if entry["met"] else " OVER GOAL")
-        ax.set_title(f"{name}: {entry['per_hour']:+.2f}/h{verdict}", fontsize=9, color="red" if verdict == " OVER GOAL" else "black")
+        verdict = "" if "met" not in entry else f"; goal {entry['goal']}: {'met' if entry['met'] else 'NOT MET'}"
+        ax.set_title(f"{name}: {entry['per_hour']:+.2f}/h{verdict}", fontsize=9,
+                     color="red" if entry.get("met") is False else "black")
         ax.tick_params(labelsize=7)
         ax.set_xlabel("minutes", fontsize=7)
     if top:
