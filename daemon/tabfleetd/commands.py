@@ -291,7 +291,7 @@ class Commands:
         asyncio.get_running_loop().call_soon(self.daemon.request_stop)
         return {"stopping": True}
 
-    # memory_growth {"top": int|nil (20; 1..200)} -> {"tracing": false} when trace_memory_frames is 0, else
+    # memory_growth {"top": int|nil (20; 1..200)} -> {"tracing": false, "rss_mb"} when trace_memory_frames is 0, else
     #   {"tracing": true, "frames", "since_s": float|nil (nil on the first call), "traced_mb", "peak_mb", "overhead_mb",
     #    "rss_mb", "sites": [{"where": "file:line" (innermost daemon frame), "stack": [innermost first], "size_kib",
     #    "growth_kib", "count", "count_growth"}]}   the sites that grew most since the previous call (the first call: the
