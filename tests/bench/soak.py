@@ -443,8 +443,11 @@ def draw(path: Path, report: dict[str, Any], sites: list[dict[str, Any]]) -> boo
     if top:
         ax = flat_axes[len(names)]
         for where in top:
-            rows_of = [r for r in sites if r["where"] == where]
-            ax.plot([r["t"] / 60 for r in rows_of], [r["size_kib"] / 1024 for r in rows_of], marker=".", linewidth=1,
+            size_at: dict[float, float] = {}  # one site may be several stacks (callers): their sizes add up
+            for r in sites:
+                if r["where"] == where:
+                    size_at[r["t"]] = size_at.get(r["t"], 0.0) + r["size_kib"]
+            ax.plot([t / 60 for t in size_at], [kib / 1024 for kib in size_at.values()], marker=".", linewidth=1,
                     label=where.rsplit("/", 1)[-1])
         ax.axvspan(0, warm_min, color="grey", alpha=0.15)
         ax.set_title("top growth sites: size (MB) when among the top", fontsize=9)
