@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import psutil
 
-from . import outputs, profiles, reload, statedir
+from . import malloctune, memtrace, outputs, profiles, reload, statedir
 from .browser import kill_group, kill_profile_processes, names_path
 from .bulk import Bulk
 from . import accountops  # noqa: F401 - registers the account ops with commands.OPS
@@ -95,6 +95,7 @@ class Daemon:
         self.demo: Any = None
         self.web: WebServer | None = None  # dashboard and metrics, when configured
         self.roster = Roster(config.state_dir / "accounts")
+        self.memory_growth = memtrace.GrowthTracker()
         self.store: AsyncStore
         self.keeper: EventKeeper
         self.fleet: Fleet
@@ -138,6 +139,10 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        if not malloctune.limit_arenas():
+            log.debug("malloc arenas not limited (not glibc)")
+        if memtrace.start(cfg.trace_memory_frames):
+            log.info("tracing allocations with tracemalloc (%d frames each)", cfg.trace_memory_frames)
         self.store = AsyncStore(Store(cfg.state_dir / "store", cfg.map_size_mb << 20))
         statedir.tighten(cfg.state_dir / "store", depth=1)  # LMDB makes its files by the umask
         self.keeper = EventKeeper(self.events, self.store, cfg)
@@ -210,11 +215,7 @@ class Daemon:
 
     def forget_jobs(self, job_ids: list[str]) -> None:
         """Drop pruned jobs from the scheduler's in-memory maps, so they do not grow over days."""
-        for name in ("jobs", "finish_times", "job_events", "running_per_job", "first_dispatch"):
-            table = getattr(self.scheduler, name, None)
-            if table is not None:
-                for job_id in job_ids:
-                    table.pop(job_id, None)
+        self.scheduler.forget(job_ids)
 
     # -- workers -------------------------------------------------------------
 

@@ -262,4 +262,9 @@ def kill_profile_processes(profile: Path) -> int:
                 killed += 1
             except psutil.Error:
                 pass
+    # process_iter keeps every process it saw, with its command line, until that process ends: on a busy machine that
+    # is memory held between the rare calls here, for processes that are not ours.
+    clear = getattr(psutil.process_iter, "cache_clear", None)  # psutil 6 and later
+    if clear is not None:
+        clear()
     return killed

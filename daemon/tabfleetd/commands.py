@@ -31,7 +31,8 @@ Op = Callable[["Commands", dict[str, Any], Peer], Awaitable[Any]]
 OPS: dict[str, Op] = {}
 # Ops that act on the daemon, not on one's own jobs: root's and the daemon user's (see README "Security model").
 OPERATOR_OPS = {"shutdown": "stop the daemon", "set_workers": "resize the fleet", "restart_worker": "restart a worker",
-                "login": "open a worker's browser profile for signing in"}
+                "login": "open a worker's browser profile for signing in",
+                "memory_growth": "read the daemon's allocation sites"}
 # Ops that hand out an account's session: root's and the daemon user's alone, whatever shared_fleet says.
 OPERATOR_ONLY_OPS: dict[str, str] = {}
 TASKS_PAGE = 1000  # tasks per `tasks` reply unless the client asks for fewer
@@ -290,6 +291,19 @@ class Commands:
     async def shutdown(self, args: dict[str, Any], peer: Peer) -> Any:
         asyncio.get_running_loop().call_soon(self.daemon.request_stop)
         return {"stopping": True}
+
+    # memory_growth {"top": int|nil (20; 1..200)} -> {"tracing": false, "rss_mb"} when trace_memory_frames is 0, else
+    #   {"tracing": true, "frames", "since_s": float|nil (nil on the first call), "traced_mb", "peak_mb", "overhead_mb",
+    #    "rss_mb", "sites": [{"where": "file:line" (innermost daemon frame), "stack": [innermost first], "size_kib",
+    #    "growth_kib", "count", "count_growth"}]}   the sites that grew most since the previous call (the first call: the
+    #   largest); the snapshot is taken in a thread, so the daemon keeps serving meanwhile
+    @op("memory_growth")
+    async def memory_growth(self, args: dict[str, Any], peer: Peer) -> Any:
+        top = arg(args, "top", int, 20)
+        if not 1 <= top <= 200:
+            raise BadArgs("argument 'top' must be between 1 and 200")
+        reply = await self.daemon.memory_growth.growth_async(top)
+        return reply | {"rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
 
     # dashboard_url {} -> {"url": str}   a link that signs one browser in to the dashboard, once, within 2 minutes
     @op("dashboard_url")

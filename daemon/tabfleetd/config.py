@@ -114,6 +114,8 @@ class Config:
     web_max_connections: int = _key(256, "HTTP connections to the dashboard and metrics at once; beyond it the oldest is closed")
     web_idle_timeout_s: float = _key(10.0, "an HTTP connection must send a request within this of connecting or of its last "
                                            "reply, or it is closed")
+    trace_memory_frames: int = _key(0, "trace the daemon's allocations with tracemalloc, keeping this many frames each "
+                                       "(0: off; 1 to 100; costs memory and CPU); the memory_growth op then lists the sites that grew")
     log_level: str = _key("info", "debug, info, warning or error")
     log_format: str = _key("auto", "text (with timestamps), journal (syslog priority prefixes for journald, no timestamps) "
                                    "or auto (journal when stderr is the journal, $JOURNAL_STREAM)")
@@ -141,6 +143,7 @@ def default_output_roots(home: Path) -> tuple[Path, ...]:
     """Where a daemon run by a person may write: that person's home and the shared temp dirs."""
     return (Path(os.path.normpath(home.absolute())), Path("/tmp"), Path("/var/tmp"))
 
+MAX_TRACE_FRAMES = 100
 _PATHS = {"socket", "state_dir", "log_file", "web_token_file"}
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 _LOG_FORMATS = {"auto", "journal", "text"}
@@ -221,6 +224,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{where} must be an integer")
         if value < 0 or (name in _AT_LEAST_ONE and value < 1):
             raise ConfigError(f"{where} must be {'at least 1' if name in _AT_LEAST_ONE else 'zero or more'}")
+        if name == "trace_memory_frames" and value > MAX_TRACE_FRAMES:
+            raise ConfigError(f"{where} must be 0 (off) to {MAX_TRACE_FRAMES}")
         if name.endswith("_port") and value > 65535:
             raise ConfigError(f"{where} must be a TCP port (0 to 65535)")
         return value

@@ -66,7 +66,7 @@ DEFAULT_ERROR_MESSAGE = (
 RATE_LIMIT_MESSAGE = "You're generating images too quickly. Please try again in {k} seconds."
 # Retry hint for a [[ratelimit]] prompt when no rate_limit knob gives a window.
 _POISON_RETRY_AFTER = 60
-_MAX_IMAGES = 10_000
+_MAX_IMAGES = 2_000  # a page fetches its image right after the answer; 10,000 held ~2 MB in the daemon for nothing
 _MAX_PROMPT_CHARS = 100_000
 _MAX_TEXT_KNOB_CHARS = 1_000
 _MAX_LATENCY = 3_600.0

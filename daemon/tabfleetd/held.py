@@ -40,5 +40,11 @@ class HeldImages:
         if data is not None:
             self.size -= len(data)
 
+    def drop_job(self, job_id: str) -> None:
+        """A pruned job's images: nobody will write them now."""
+        prefix = f"{job_id}/".encode()
+        for key in [k for k in self.images if k.startswith(prefix)]:
+            self.drop(key)
+
     def __len__(self) -> int:
         return len(self.images)

@@ -11,6 +11,7 @@ Operators leave the daemon up for days, so nothing may grow without bound:
 - stored events beyond `events_max`, or older than `events_max_age_h`, are
   pruned oldest first, a batch per transaction (a job's own events leave with the job);
 - stale reader slots left by a killed process are cleared, as they pin old pages;
+- malloc's free pages go back to the system after each pass (malloctune.py);
 - a compacted copy of the store, data.mdb.prev, is written at each compaction and
   whenever the last one is older than `backup_interval_h`, so a damaged store can
   be restored (storefile.py).
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import malloctune
 from .bulk import delete_job
 from .eventkeeper import prune_stored
 from .states import FINISHED_JOB_STATES
@@ -112,5 +114,7 @@ class Housekeeper:
             # Beside the store thread: LMDB copies from a read snapshot while writes go on.
             backup = await self.store.aside("backup")
             log.info("store copied to data.mdb.prev (%.1f MiB)", backup / 2**20)
-        return {"pruned_jobs": len(pruned), "pruned_tasks": tasks, "pruned_events": events, "stale_readers": stale, "usage": use,
-                "compacted": compacted, "backup_bytes": backup}
+        # What the pass (and the time since the last) freed goes back to the system, not only to malloc's free lists.
+        trimmed = await asyncio.get_running_loop().run_in_executor(None, malloctune.trim)
+        return {"pruned_jobs": len(pruned), "pruned_tasks": tasks, "pruned_events": events, "stale_readers": stale,
+                "usage": use, "compacted": compacted, "backup_bytes": backup, "trimmed": trimmed}

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,14 @@ class Scheduler:
             log.warning("job %s waits for its output: %s", job["id"], reason)
             self.events.emit("job_waiting", job=job["id"], reason=reason)
         return retry_at
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """Drop pruned jobs from every in-memory table keyed by job, so that none grows with the daemon's history."""
+        for job_id in job_ids:
+            for table in (self.jobs, self.finish_times, self.job_events, self.running_per_job, self.first_dispatch,
+                          self.free_checked, self.disk.waiting):
+                table.pop(job_id, None)
+            self.held.drop_job(job_id)
 
     async def assign(self, handle: WorkerHandle, task: dict[str, Any], job: dict[str, Any], path: Path) -> None:
         site = site_of(job)

@@ -29,7 +29,7 @@ CLEAN_WINDOWS_BEFORE_PROBE = 10  # windows without a refusal before one more sen
 LOG_KEPT = 4096
 
 
-@dataclass
+@dataclass(slots=True)  # thousands live in each SendLog
 class Send:
     """One prompt sent to a site: when it was handed out, when it really went, whether the site refused it."""
 

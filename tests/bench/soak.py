@@ -1,6 +1,7 @@
 """Soak: a compressed day of unattended operation, with injected faults, watching for anything that grows.
 
-Run: .venv/bin/python tests/bench/soak.py [--minutes 30] [--workers 2] [--json soak.json]
+Run: .venv/bin/python tests/bench/soak.py [--minutes 30] [--workers 2] [--out DIR] [--trace-frames 5] [--json soak.json]
+(the PNG needs matplotlib: pip install -e '.[bench]')
 
 One real tabfleetd, started with --detach (rotating log file, pid file) on the
 demo site, gets many small jobs for --minutes.  The run stands for 24 hours:
@@ -15,18 +16,32 @@ rotates at 100 KiB.  Faults are injected throughout:
 
 Every --sample-s it records the daemon's RSS, open files and threads; the
 workers' count and RSS; the Chromium process count and RSS; zombies; the
-LMDB file size; the sizes of the log and browser profile directories; and
-the jobs the store still holds.  At the end it prints each series with its
-growth per hour, fitted by least squares after a warm-up (the first 20% of
-the run), and its drift: the mean of the last quarter against the mean of
-the quarter after the warm-up.  It then shuts the daemon down with
-`tabfleetctl shutdown --wait` and checks that no process is left.
+LMDB file size; the sizes of the log and browser profile directories (all
+workers' together and the largest one's); the jobs the store still holds;
+the events it holds, when the status reply says (`events_stored`); and, with
+tracemalloc on in the daemon (--trace-frames, default 5; 0: off), the traced
+size and the allocation sites that grew most since the last sample (the
+`memory_growth` op).  The series go to OUT/soak.csv, the growth sites to
+OUT/soak-sites.csv, and a PNG with one panel per series to OUT/soak.png.
+
+At the end it prints each series with its growth per hour, fitted by least
+squares after a warm-up (--warmup, the first 20% of the run) and over the
+last half (bounded caches may still be filling), its drift (the mean of
+the last quarter against the mean of the quarter after the warm-up), and,
+for the series with a goal, whether the goal is met: daemon RSS < 1 MB/h,
+profiles < 1 MB/h per worker, zombies 0, open files and threads flat (their
+fitted change over the measured span within the noise).  Tracing costs
+memory itself (trace_overhead_mb); run with --trace-frames 0 for the clean
+RSS figure.  It then shuts the daemon down with `tabfleetctl shutdown --wait`
+and checks that no process is left.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import random
 import shutil
@@ -50,7 +65,8 @@ VOCABULARY = [f"{adj} {noun} {place}" for adj in ("a red", "a tiny", "an old", "
 # [[ratelimit]] is left out: its fixed 60 s wait would idle a compressed day; the rate_limit knob stands in.
 POISON = ("[[error]] broken prompt",)
 FINISHED = ("done", "failed", "cancelled")
-WARMUP_SHARE = 0.2
+WARMUP_SHARE = 0.2  # default of --warmup
+TOP_SITES = 10  # growth sites asked for at each sample
 
 
 @dataclass
@@ -66,8 +82,23 @@ class Sample:
     zombies: int
     store_mb: float
     logs_mb: float
-    profiles_mb: float  # Chromium caches and crash reports live here
+    profiles_mb: float  # Chromium caches and crash reports live here; all workers' profiles together
+    profile_max_mb: float  # the largest single worker profile
     jobs_in_store: int
+    events_stored: int | None  # the status reply's events_stored, when the daemon keeps events in the store
+    traced_mb: float | None  # tracemalloc's traced size in the daemon, when tracing
+    trace_overhead_mb: float | None  # what tracemalloc itself holds (part of daemon_rss_mb)
+
+
+# Goals after warm-up: name -> (description, check(per_hour, flat, values after warm-up, workers)).
+GOALS: dict[str, tuple[str, Any]] = {
+    "daemon_rss_mb": ("< 1 MB/h", lambda per_h, flat, vals, workers: per_h < 1.0),
+    "profile_max_mb": ("< 1 MB/h (largest profile)", lambda per_h, flat, vals, workers: per_h < 1.0),
+    "profiles_mb": ("< 1 MB/h per worker", lambda per_h, flat, vals, workers: per_h / max(1, workers) < 1.0),
+    "zombies": ("0", lambda per_h, flat, vals, workers: max(vals) == 0),
+    "daemon_fds": ("flat", lambda per_h, flat, vals, workers: flat),
+    "daemon_threads": ("flat", lambda per_h, flat, vals, workers: flat),
+}
 
 
 @dataclass
@@ -93,6 +124,7 @@ class Soak:
         self.rng = random.Random(args.seed)
         self.tally = Tally()
         self.samples: list[Sample] = []
+        self.sites: list[dict[str, Any]] = []  # growth sites: one row per site per sample
         self.pid = 0
         day_s = args.minutes * 60
         compressed_hour_s = day_s / 24
@@ -105,6 +137,8 @@ class Soak:
             "task_deadline_s": 15.0, "heartbeat_timeout_s": 10.0, "max_attempts": 4,
             "retry_base_s": 0.5, "retry_cap_s": 5.0, "grace_s": 3.0,
         }
+        if args.trace_frames:  # left out when off, so that the soak also runs an older tabfleetd
+            self.config["trace_memory_frames"] = args.trace_frames
 
     # -- the daemon --------------------------------------------------------------
 
@@ -234,7 +268,22 @@ class Soak:
 
     # -- measuring -----------------------------------------------------------------------
 
-    def sample(self, t0: float, jobs_in_store: int) -> Sample:
+    def memory_growth(self, t: float | None) -> dict[str, Any]:
+        """The daemon's traced size and its top growth sites since the last call, kept as rows at time t (None: discard)."""
+        if not self.args.trace_frames:
+            return {}
+        reply = self.call("memory_growth", {"top": TOP_SITES})
+        if t is not None:
+            for rank, site in enumerate(reply.get("sites", []), 1):
+                self.sites.append({"t": t, "rank": rank, "where": site["where"], "growth_kib": site["growth_kib"],
+                                   "size_kib": site["size_kib"], "count": site["count"],
+                                   "stack": " < ".join(site["stack"])})
+        return reply
+
+    def sample(self, t0: float) -> Sample:
+        t = round(time.monotonic() - t0, 1)
+        status = self.call("status")
+        traced = self.memory_growth(t)
         daemon = psutil.Process(self.pid)
         with daemon.oneshot():
             rss, fds, threads = daemon.memory_info().rss, daemon.num_fds(), daemon.num_threads()
@@ -246,16 +295,21 @@ class Soak:
                 zombies += proc.status() == psutil.STATUS_ZOMBIE
             except psutil.Error:
                 pass
+        profiles = self.state / "profiles"
+        profile_sizes = [_size(p) for p in profiles.iterdir() if p.is_dir()] if profiles.is_dir() else []
         return Sample(
-            t=round(time.monotonic() - t0, 1), daemon_rss_mb=round(rss / 2**20, 1), daemon_fds=fds, daemon_threads=threads,
+            t=t, daemon_rss_mb=round(rss / 2**20, 1), daemon_fds=fds, daemon_threads=threads,
             workers=len(workers), workers_rss_mb=round(_rss(workers), 1), chromium_procs=len(chromium),
             chromium_rss_mb=round(_rss(chromium), 1), zombies=zombies,
             store_mb=round(_size(self.state / "store") / 2**20, 2), logs_mb=round(_size(self.state / "logs") / 2**20, 2),
-            profiles_mb=round(_size(self.state / "profiles") / 2**20, 1), jobs_in_store=jobs_in_store)
+            profiles_mb=round(sum(profile_sizes) / 2**20, 1), profile_max_mb=round(max(profile_sizes, default=0) / 2**20, 1),
+            jobs_in_store=len(status["jobs"]), events_stored=status.get("events_stored"),
+            traced_mb=traced.get("traced_mb"), trace_overhead_mb=traced.get("overhead_mb"))
 
     def run(self) -> dict[str, Any]:
         args = self.args
         self.start()
+        self.memory_growth(None)  # the baseline snapshot: growth is counted from here
         t0 = time.monotonic()
         end = t0 + args.minutes * 60
         next_sample = next_browser_kill = next_worker_kill = t0
@@ -275,14 +329,14 @@ class Soak:
                         self.kill_worker()
                         next_worker_kill = now + args.kill_worker_s
                     if now >= next_sample:
-                        s = self.sample(t0, len(self.call("status")["jobs"]))
+                        s = self.sample(t0)
                         self.samples.append(s)
                         print(_row(s), flush=True)
                         next_sample = now + args.sample_s
                 except (DaemonNotRunning, DaemonError) as exc:
                     raise SystemExit(f"the daemon stopped answering: {exc}; see {self.state / 'logs'}") from None
                 time.sleep(1.0)
-            self.samples.append(self.sample(t0, len(self.call("status")["jobs"])))
+            self.samples.append(self.sample(t0))
             print(_row(self.samples[-1]), flush=True)
         finally:
             left = self.stop()
@@ -290,27 +344,123 @@ class Soak:
 
     def report(self, left: list[int]) -> dict[str, Any]:
         span_h = (self.samples[-1].t - self.samples[0].t) / 3600 if len(self.samples) > 1 else 0
-        warm = [s for s in self.samples if s.t >= self.samples[-1].t * WARMUP_SHARE]
+        warm_from = self.samples[-1].t * self.args.warmup
         series: dict[str, Any] = {}
-        for name in Sample.__dataclass_fields__:
-            if name == "t":
+        for name in series_names(self.samples):
+            points = [(s.t, getattr(s, name)) for s in self.samples if getattr(s, name) is not None]
+            after = [(t, v) for t, v in points if t >= warm_from]
+            if not after:
                 continue
-            values = [getattr(s, name) for s in self.samples]
-            quarter = max(1, len(warm) // 4)
-            early, late = statistics.fmean(getattr(s, name) for s in warm[:quarter]), \
-                statistics.fmean(getattr(s, name) for s in warm[-quarter:])
-            series[name] = {"first": values[0], "last": values[-1], "min": min(values), "max": max(values),
-                            "median": statistics.median(values),
-                            "per_hour": round(_slope([s.t / 3600 for s in warm], [getattr(s, name) for s in warm]), 2),
-                            "drift_pct": round(100 * (late - early) / early, 1) if early else None}
+            values = [v for _, v in points]
+            quarter = max(1, len(after) // 4)
+            early, late = statistics.fmean(v for _, v in after[:quarter]), statistics.fmean(v for _, v in after[-quarter:])
+            per_hour = _slope([t / 3600 for t, _ in after], [v for _, v in after])
+            # Bounded caches (events, pacing logs) may still be filling after the warm-up: the last half shows the end.
+            last_half = [(t, v) for t, v in points if t >= self.samples[-1].t / 2]
+            late_per_hour = _slope([t / 3600 for t, _ in last_half], [v for _, v in last_half])
+            flat = _flat([t / 3600 for t, _ in after], [v for _, v in after], per_hour)
+            entry = {"first": values[0], "last": values[-1], "min": min(values), "max": max(values),
+                     "median": statistics.median(values), "per_hour": round(per_hour, 2),
+                     "late_per_hour": round(late_per_hour, 2), "flat": flat,
+                     "drift_pct": round(100 * (late - early) / early, 1) if early else None}
+            if name in GOALS:
+                goal, check = GOALS[name]
+                entry |= {"goal": goal, "met": bool(check(per_hour, flat, [v for _, v in after], self.args.workers))}
+            series[name] = entry
         logs = sorted((self.state / "logs").glob("tabfleetd.log*"))
         text = "".join(p.read_text(errors="replace") for p in logs)
         tally = {k: v for k, v in vars(self.tally).items() if k != "seen"}
         tally |= {"compactions_in_kept_logs": text.count("store compacted"), "prune_passes_in_kept_logs": text.count("pruned "),
                   "tasks_per_hour": round(self.tally.tasks_done / span_h) if span_h else 0}
         return {"minutes": self.args.minutes, "workers": self.args.workers, "span_h": round(span_h, 3),
-                "tally": tally, "series": series, "log_files": [p.name for p in logs],
-                "left_after_shutdown": left, "state": str(self.state), "samples": [vars(s) for s in self.samples]}
+                "warmup_s": round(warm_from, 1), "tally": tally, "series": series,
+                "top_growth_sites": top_sites([r for r in self.sites if r["t"] >= warm_from]),
+                "log_files": [p.name for p in logs], "left_after_shutdown": left, "state": str(self.state),
+                "samples": [vars(s) for s in self.samples]}
+
+
+def series_names(samples: list[Sample]) -> list[str]:
+    """The sampled series that have a value at least once (events_stored and the tracing ones are optional)."""
+    return [n for n in Sample.__dataclass_fields__ if n != "t" and any(getattr(s, n) is not None for s in samples)]
+
+
+def top_sites(rows: list[dict[str, Any]], count: int = TOP_SITES) -> list[dict[str, Any]]:
+    """Growth summed per site over the samples given, largest first."""
+    total: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        site = total.setdefault(row["where"], {"where": row["where"], "growth_kib": 0.0, "size_kib": 0.0,
+                                               "samples": 0, "stack": row["stack"]})
+        site["growth_kib"] = round(site["growth_kib"] + row["growth_kib"], 1)
+        site["size_kib"] = max(site["size_kib"], row["size_kib"])
+        site["samples"] += 1
+    return sorted(total.values(), key=lambda s: s["growth_kib"], reverse=True)[:count]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def draw(path: Path, report: dict[str, Any], sites: list[dict[str, Any]]) -> bool:
+    """One panel per series (and one for the top growth sites' sizes), warm-up shaded, the fitted line drawn."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("no PNG: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples, series = report["samples"], report["series"]
+    names = list(series)
+    top = [s["where"] for s in report["top_growth_sites"][:5]]
+    panels = len(names) + (1 if top else 0)
+    cols = 3
+    rows = math.ceil(panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.6 * rows), squeeze=False)
+    flat_axes = [ax for row in axes for ax in row]
+    warm_min = report["warmup_s"] / 60
+    for ax, name in zip(flat_axes, names):
+        points = [(s["t"] / 60, s[name]) for s in samples if s[name] is not None]
+        ax.plot([t for t, _ in points], [v for _, v in points], marker=".", linewidth=1)
+        entry = series[name]
+        after = [(t, v) for t, v in points if t >= warm_min]
+        if len(after) >= 2:
+            mt, mv = statistics.fmean(t for t, _ in after), statistics.fmean(v for _, v in after)
+            slope_per_min = entry["per_hour"] / 60
+            ax.plot([after[0][0], after[-1][0]], [mv + slope_per_min * (after[0][0] - mt), mv + slope_per_min * (after[-1][0] - mt)],
+                    linestyle="--", color="black", linewidth=0.8)
+        ax.axvspan(0, warm_min, color="grey", alpha=0.15)
+        verdict = "" if "met" not in entry else f"; goal {entry['goal']}: {'met' if entry['met'] else 'NOT MET'}"
+        ax.set_title(f"{name}: {entry['per_hour']:+.2f}/h{verdict}", fontsize=9,
+                     color="red" if entry.get("met") is False else "black")
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("minutes", fontsize=7)
+    if top:
+        ax = flat_axes[len(names)]
+        for where in top:
+            size_at: dict[float, float] = {}  # one site may be several stacks (callers): their sizes add up
+            for r in sites:
+                if r["where"] == where:
+                    size_at[r["t"]] = size_at.get(r["t"], 0.0) + r["size_kib"]
+            ax.plot([t / 60 for t in size_at], [kib / 1024 for kib in size_at.values()], marker=".", linewidth=1,
+                    label=where.rsplit("/", 1)[-1])
+        ax.axvspan(0, warm_min, color="grey", alpha=0.15)
+        ax.set_title("top growth sites: size (MB) when among the top", fontsize=9)
+        ax.legend(fontsize=6)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("minutes", fontsize=7)
+    for ax in flat_axes[panels:]:
+        ax.axis("off")
+    fig.suptitle(f"tabfleet soak: {report['minutes']:g} min standing for 24 h, {report['workers']} workers", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
 
 
 def _rss(procs: list[psutil.Process]) -> float:
@@ -324,7 +474,15 @@ def _rss(procs: list[psutil.Process]) -> float:
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+    """Bytes in the files under path; files that vanish while it walks (Chromium deletes as it goes) count 0."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:
@@ -335,11 +493,22 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
+def _flat(xs: list[float], ys: list[float], slope: float) -> bool:
+    """The fitted change over the span is within the noise: at most one unit, or the spread of the values about the fit."""
+    if len(xs) < 3:
+        return True
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    residuals = [y - (my + slope * (x - mx)) for x, y in zip(xs, ys)]
+    return abs(slope * (max(xs) - min(xs))) <= max(1.0, 2 * statistics.pstdev(residuals))
+
+
 def _row(s: Sample) -> str:
     return (f"t={s.t:7.0f}s daemon {s.daemon_rss_mb:6.1f} MB {s.daemon_fds:3d} fds {s.daemon_threads:2d} thr | "
             f"workers {s.workers} {s.workers_rss_mb:6.1f} MB | chromium {s.chromium_procs:2d} procs {s.chromium_rss_mb:7.1f} MB | "
             f"zombies {s.zombies} | store {s.store_mb:5.2f} MB logs {s.logs_mb:5.2f} MB profiles {s.profiles_mb:5.1f} MB "
-            f"jobs {s.jobs_in_store}")
+            f"(max {s.profile_max_mb:4.1f}) jobs {s.jobs_in_store}"
+            + ("" if s.events_stored is None else f" events {s.events_stored}")
+            + ("" if s.traced_mb is None else f" | traced {s.traced_mb:5.1f} MB"))
 
 
 def main() -> None:
@@ -352,9 +521,21 @@ def main() -> None:
     parser.add_argument("--kill-browser-s", type=float, default=45.0)
     parser.add_argument("--kill-worker-s", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--warmup", type=float, default=WARMUP_SHARE,
+                        help="share of the run left out of the growth fits (default 0.2)")
+    parser.add_argument("--trace-frames", type=int, default=5,
+                        help="tracemalloc frames per allocation in the daemon, for the growth sites (0: no tracing)")
+    parser.add_argument("--out", type=Path, default=Path("."), help="directory for soak.csv, soak-sites.csv, soak.png")
+    parser.add_argument("--csv", type=Path, help="the series as CSV (default OUT/soak.csv)")
+    parser.add_argument("--png", type=Path, help="the series drawn, one panel each (default OUT/soak.png)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (state, logs)")
     args = parser.parse_args()
+    if not 0 <= args.warmup < 1:
+        parser.error("--warmup must be at least 0 and less than 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.csv = args.csv or args.out / "soak.csv"
+    args.png = args.png or args.out / "soak.png"
     if args.sample_s is None:
         args.sample_s = max(5.0, args.minutes * 60 / 40)
     soak = Soak(args)
@@ -364,14 +545,27 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(soak.root, ignore_errors=True)
-    print("\nseries: first -> last [min, median, max], growth per hour after warm-up, drift (last vs first quarter)")
+    write_csv(args.csv, report["samples"])
+    sites_csv = args.csv.with_name(args.csv.stem + "-sites.csv")
+    write_csv(sites_csv, soak.sites)
+    drawn = draw(args.png, report, soak.sites)
+    print(f"\nseries after a {report['warmup_s']:g} s warm-up: first -> last [min, median, max], growth per hour "
+          "(least squares; in the last half), drift (last vs first quarter), goal")
     for name, s in report["series"].items():
         drift = "-" if s["drift_pct"] is None else f"{s['drift_pct']:+.1f}%"
-        print(f"  {name:16s} {s['first']:>9} -> {s['last']:<9} [{s['min']}, {s['median']}, {s['max']}]"
-              f"  {s['per_hour']:+.2f}/h  {drift}")
+        goal = "" if "goal" not in s else f"  goal {s['goal']}: {'met' if s['met'] else 'NOT MET'}"
+        print(f"  {name:17s} {s['first']:>9} -> {s['last']:<9} [{s['min']}, {s['median']}, {s['max']}]"
+              f"  {s['per_hour']:+.2f}/h ({s['late_per_hour']:+.2f}/h)  {drift}{goal}")
+    if report["top_growth_sites"]:
+        print("top growth sites after warm-up (tracemalloc, summed over samples):")
+        for site in report["top_growth_sites"]:
+            print(f"  {site['growth_kib']:+9.1f} KiB (up to {site['size_kib']:.0f} KiB, in top {site['samples']}x)  {site['where']}")
+    if "events_stored" not in report["series"]:
+        print("events in the store: not shown (the status reply has no events_stored field)")
     print(f"tally: {json.dumps(report['tally'])}")
     print(f"log files: {report['log_files']}")
     print(f"processes left after shutdown: {report['left_after_shutdown'] or 'none'}")
+    print(f"written: {args.csv}, {sites_csv}" + (f", {args.png}" if drawn else ""))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if report["left_after_shutdown"]:

@@ -141,3 +141,11 @@ def test_argv_unwrapped_without_setpriv(tmp_path: Path, monkeypatch: pytest.Monk
     argv = _argv(tmp_path, headless=False, as_root=False)
     assert argv[0] == "/usr/bin/chromium"
     assert "setpriv" not in " ".join(argv)
+
+
+def test_profile_scan_keeps_no_process_cache(tmp_path: Path) -> None:
+    """Scanning for a profile's processes leaves psutil's process cache empty: no command lines of others are held."""
+    import psutil
+
+    assert browser.kill_profile_processes(tmp_path / "no-such-profile") == 0
+    assert psutil._pmap == {}
