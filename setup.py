@@ -10,5 +10,5 @@ setup(
         "tabfleetd": "daemon/tabfleetd",
         "tabfleetctl": "ctl/tabfleetctl",
     },
-    packages=["tabfleetd", "tabfleetd.sites", "tabfleetctl"],
+    packages=["tabfleetd", "tabfleetd.files", "tabfleetd.demo", "tabfleetd.sites", "tabfleetd.settings", "tabfleetd.fleet", "tabfleetd.store", "tabfleetd.schedule", "tabfleetd.control", "tabfleetd.web", "tabfleetd.service", "tabfleetctl"],
 )

@@ -677,7 +677,7 @@ def site_args(ctx: Ctx, site: str) -> dict[str, Any]:
 
 def profile_problems(path: Path, data: bytes) -> list[str]:
     """A profile file's problems, each naming its key, found by the checker the daemon uses (pure, standard library)."""
-    from tabfleetd import profiles
+    from tabfleetd.sites import profiles
     from tabfleetd.errors import ProfileError
 
     try:
@@ -721,7 +721,7 @@ def sites_check(ctx: Ctx, file: Path, explain: bool, as_json: bool) -> None:
     problems are added. With --explain, every key follows: its value in this profile ('*' marks one set in the
     file, not a default) and what it does. The README's "Profile keys" table says the same.
     """
-    from tabfleetd import profiles
+    from tabfleetd.sites import profiles
 
     data = read_file(ctx, file)
     problems = profile_problems(file, data)

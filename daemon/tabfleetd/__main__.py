@@ -1,4 +1,4 @@
-from tabfleetd.cli import main
+from tabfleetd.service.cli import main
 
 if __name__ == "__main__":
     main()

@@ -22,9 +22,9 @@ from typing import Any
 
 from benchlib import BenchDaemon
 
-from tabfleetd import profiles
-from tabfleetd.demoimage import render_png
-from tabfleetd.outputs import output_name
+from tabfleetd.sites import profiles
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.files.outputs import output_name
 
 WORKERS, LATENCY_S = 5, 2.0
 FAULTS = {"error_rate": 0.03, "hang_rate": 0.01, "lockup_rate": 0.005}

@@ -9,7 +9,8 @@ from __future__ import annotations
 if __name__ == "__main__":
     import instant_worker
 
-    from tabfleetd import cli, fleet
+    from tabfleetd.service import cli
+    from tabfleetd.fleet import fleet
 
     fleet.WORKER_MAIN = instant_worker.main
     cli.main()

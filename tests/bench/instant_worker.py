@@ -19,9 +19,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from tabfleetd.channel import Channel
-from tabfleetd.demoimage import render_png
-from tabfleetd.outputs import read_image, write_atomic
+from tabfleetd.fleet.channel import Channel
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.files.outputs import read_image, write_atomic
 
 IMAGE = render_png("a ready image")
 SHA256 = hashlib.sha256(IMAGE).hexdigest()

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tabfleetd.demoimage import render_png
-from tabfleetd.outputs import output_name
-from tabfleetd.store import Store
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.files.outputs import output_name
+from tabfleetd.store.store import Store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tabfleetctl.client import Client
-from tabfleetd.outputs import MARKER
+from tabfleetd.files.outputs import MARKER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

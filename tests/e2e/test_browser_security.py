@@ -21,9 +21,9 @@ from typing import Any
 import psutil
 import pytest
 
-from tabfleetd import profiles
-from tabfleetd.browser import Chromium, kill_profile_processes
-from tabfleetd.devtools import connect_browser
+from tabfleetd.sites import profiles
+from tabfleetd.fleet.browser import Chromium, kill_profile_processes
+from tabfleetd.fleet.devtools import connect_browser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -312,7 +312,7 @@ def test_a_job_queued_before_the_allow_list_fails_without_running_its_switch(mak
     stored["browser"]["args"] = [f"--renderer-cmd-prefix={evil}"]  # as an older tabfleet would have stored it
     out = daemon.work / "old-out"
     out.mkdir()
-    from tabfleetd.store import Store
+    from tabfleetd.store.store import Store
 
     store = Store(daemon.state / "store")
     try:

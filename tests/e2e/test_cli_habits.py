@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tabfleetd import __version__, profiles
+from tabfleetd import __version__
+from tabfleetd.sites import profiles
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -16,7 +16,7 @@ import pyppeteer
 from prometheus_client.parser import text_string_to_metric_families
 from pyppeteer.browser import Browser
 
-from tabfleetd.demoimage import render_png
+from tabfleetd.demo.demoimage import render_png
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

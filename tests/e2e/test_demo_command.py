@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tabfleetd.demoimage import render_png
+from tabfleetd.demo.demoimage import render_png
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

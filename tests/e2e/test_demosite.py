@@ -18,8 +18,8 @@ import pyppeteer
 from pyppeteer.browser import Browser
 from pyppeteer.page import Page
 
-from tabfleetd.demoimage import render_png
-from tabfleetd.demosite import DEFAULT_ERROR_MESSAGE, SESSION_COOKIE, DemoSite
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.demo.demosite import DEFAULT_ERROR_MESSAGE, SESSION_COOKIE, DemoSite
 
 CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 10_000

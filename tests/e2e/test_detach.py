@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tabfleetd.exitcodes import EXIT_ALREADY_RUNNING, EXIT_CONFIG
+from tabfleetd.service.exitcodes import EXIT_ALREADY_RUNNING, EXIT_CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def test_detach_start_refuse_second_and_shutdown(make_daemon: Any, write_prompts
     logs = sorted(p.name for p in (daemon.state / "logs").glob("tabfleetd.log*"))
     assert logs == ["tabfleetd.log", "tabfleetd.log.1", "tabfleetd.log.2"]  # rotated, only log_backups kept
     assert all((daemon.state / "logs" / name).stat().st_size <= 4096 for name in logs)
-    assert "tabfleetd INFO tabfleetd.app: stopped" in (daemon.state / "logs" / "tabfleetd.log").read_text()
+    assert "tabfleetd INFO tabfleetd.service.app: stopped" in (daemon.state / "logs" / "tabfleetd.log").read_text()
 
 
 def test_detach_reports_a_failed_start_with_its_exit_code(make_daemon: Any) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tabfleetd.browser import Chromium
-from tabfleetd.devtools import connect_browser
+from tabfleetd.fleet.browser import Chromium
+from tabfleetd.fleet.devtools import connect_browser
 from tabfleetd.errors import BrowserStartError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]

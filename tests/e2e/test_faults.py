@@ -18,9 +18,9 @@ from typing import Any
 import psutil
 import pytest
 
-from tabfleetd import profiles
-from tabfleetd.demoimage import render_png
-from tabfleetd.outputs import output_name
+from tabfleetd.sites import profiles
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.files.outputs import output_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -29,7 +29,7 @@ FAST_RETRIES = {"retry_base_s": 0.2, "retry_cap_s": 1.0, "restart_delay_s": 0.5}
 SITE_SCRIPT = """
 import asyncio, sys
 from tabfleetd import demosite
-from tabfleetd.demosite import DemoSite
+from tabfleetd.demo.demosite import DemoSite
 
 demosite._SESSION_KEY = b"one key across restarts, as a real site keeps its sessions"
 

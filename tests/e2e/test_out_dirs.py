@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tabfleetctl.client import DaemonError
-from tabfleetd.outputs import MANIFEST, MARKER, output_name
+from tabfleetd.files.outputs import MANIFEST, MARKER, output_name
 
 NOBODY = 65534
 SECRET = "session=c2VjcmV0LWNvb2tpZS12YWx1ZQ; the daemon's eyes only"

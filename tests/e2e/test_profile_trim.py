@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tabfleetd.profiletrim import tree_bytes
+from tabfleetd.fleet.profiletrim import tree_bytes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

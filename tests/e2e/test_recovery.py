@@ -13,8 +13,8 @@ from typing import Any
 import psutil
 import pytest
 
-from tabfleetd.demoimage import render_png
-from tabfleetd.outputs import output_name
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.files.outputs import output_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -221,7 +221,7 @@ def test_sigterm_requeues_in_flight_tasks_without_charging_them(make_daemon: Any
     daemon.wait_for(lambda: daemon.call("status", {"job": job})["jobs"][0]["running"] == 2, 30, "both tasks running")
     assert daemon.stop() == 0
     assert not daemon.leftovers()
-    from tabfleetd.store import Store
+    from tabfleetd.store.store import Store
 
     store = Store(daemon.state / "store")
     try:

@@ -109,12 +109,12 @@ def test_logs_for_the_journal_carry_priorities_and_no_timestamps(make_daemon: An
     journal.wait_for(lambda: "config reloaded: nothing changed" in journal.log_text(), 30, "the reload")
     journal.stop()
     lines = journal.log.read_text().splitlines()
-    assert "<6>tabfleetd tabfleetd.app: tabfleetd ready: 1 workers, state in " + str(journal.state) in lines
+    assert "<6>tabfleetd tabfleetd.service.app: tabfleetd ready: 1 workers, state in " + str(journal.state) in lines
     assert any(line.startswith("<7>worker-1 ") for line in lines), lines  # a worker's own debug line
     assert all(re.match(r"<[2-7]>", line) for line in lines if line), [line for line in lines if not re.match(r"<\d>", line)]
     assert not any(re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", line) for line in lines)
     text = make_daemon(workers=1, name="text")
-    assert re.search(r"(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ tabfleetd INFO tabfleetd.app: tabfleetd ready", text.log_text())
+    assert re.search(r"(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ tabfleetd INFO tabfleetd.service.app: tabfleetd ready", text.log_text())
 
 
 def test_sighup_reloads_the_fleet_and_pacing_without_dropping_work(make_daemon: Any) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tabfleetd.limits import Limits
-from tabfleetd.store import Store
+from tabfleetd.schedule.limits import Limits
+from tabfleetd.store.store import Store
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Site adapters: how a worker turns one prompt into image bytes on one web UI.
-
-Every site is driven by the generic ProfileAdapter (profile.py, `adapter_for`) from a site profile (a TOML
-file; built-ins in this directory). The job carries its checked profile, so the worker needs nothing else.
+"""Site adapters: how a worker turns one prompt into image bytes on one web UI. Owns the site profiles and
+their pure checker (profiles, which the client loads too, so this __init__ stays empty), the operator's
+allowed hosts (sitepolicy), the generic ProfileAdapter (profile, `adapter_for`), its page scripts
+(pagejs, pagelib) and the built-in *.toml. May import the package root and files.
 """

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import pyppeteer.errors
 
-from .. import profiles
+from . import profiles
 from ..errors import SiteError
 from . import pagejs
 from .base import (AUTH, CHALLENGE, PERMANENT, RATE_LIMIT, SITE, TIMEOUT, TRANSIENT, UNREACHABLE, SiteAdapter, call,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tabfleetd.demoimage import render_png
-from tabfleetd.outputs import output_name
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.files.outputs import output_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

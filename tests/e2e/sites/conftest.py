@@ -22,10 +22,10 @@ from urllib.parse import quote, urlencode
 import pytest
 from aiohttp import web
 
-from tabfleetd import profiles
-from tabfleetd.browser import Chromium
-from tabfleetd.devtools import connect_browser
-from tabfleetd.demoimage import render_png
+from tabfleetd.sites import profiles
+from tabfleetd.fleet.browser import Chromium
+from tabfleetd.fleet.devtools import connect_browser
+from tabfleetd.demo.demoimage import render_png
 from tabfleetd.errors import SiteError
 from tabfleetd.sites.profile import ProfileAdapter
 

@@ -22,7 +22,7 @@ uvicorn.config.WS_PROTOCOLS["auto"] = None
 
 import gradio as gr  # noqa: E402  (after the patch above)
 
-from tabfleetd.demoimage import render_png  # noqa: E402
+from tabfleetd.demo.demoimage import render_png  # noqa: E402
 
 OUT = Path(tempfile.mkdtemp(prefix="tf-gradio-"))
 

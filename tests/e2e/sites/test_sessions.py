@@ -1,4 +1,4 @@
-"""An account's session in a real Chromium (tabfleetd.sessions): cookies in and out, local storage before the site loads."""
+"""An account's session in a real Chromium (tabfleetd.fleet.sessions): cookies in and out, local storage before the site loads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tabfleetd import sessions
+from tabfleetd.fleet import sessions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

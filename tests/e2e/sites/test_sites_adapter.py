@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tabfleetd import profiles
-from tabfleetd.demoimage import render_png
-from tabfleetd.demosite import DemoSite
+from tabfleetd.sites import profiles
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.demo.demosite import DemoSite
 from tabfleetd.errors import SiteError
 from tabfleetd.sites.profile import ProfileAdapter
 from tabfleetd.sites.base import until_clock

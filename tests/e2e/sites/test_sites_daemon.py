@@ -13,10 +13,10 @@ from typing import Any
 import psutil
 import pytest
 
-from tabfleetd import profiles
-from tabfleetd.demoimage import render_png
-from tabfleetd.display import VirtualDisplay
-from tabfleetd.outputs import output_name
+from tabfleetd.sites import profiles
+from tabfleetd.demo.demoimage import render_png
+from tabfleetd.fleet.display import VirtualDisplay
+from tabfleetd.files.outputs import output_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tabfleetd import profiles
-from tabfleetd.demoimage import render_png
+from tabfleetd.sites import profiles
+from tabfleetd.demo.demoimage import render_png
 from tabfleetd.errors import SiteError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]

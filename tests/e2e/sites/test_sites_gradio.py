@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from tabfleetd import profiles
-from tabfleetd.demoimage import render_png
+from tabfleetd.sites import profiles
+from tabfleetd.demo.demoimage import render_png
 from tabfleetd.errors import SiteError
-from tabfleetd.outputs import output_name
+from tabfleetd.files.outputs import output_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

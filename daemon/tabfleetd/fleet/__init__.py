@@ -1,0 +1,5 @@
+"""Worker processes and their browsers: the fleet that spawns and watches them (fleet), the worker's own
+loop (worker), Chromium and its DevTools pipe (browser, devtools, channel, display), remote browsers
+(remote), the memory governor (memory) and accounts with their sessions (accounts, roster, cookiefile,
+sessions). May import the root, files, sites and settings; never the store or anything above.
+"""
