@@ -28,7 +28,7 @@ FAST_RETRIES = {"retry_base_s": 0.2, "retry_cap_s": 1.0, "restart_delay_s": 0.5}
 
 SITE_SCRIPT = """
 import asyncio, sys
-from tabfleetd import demosite
+from tabfleetd.demo import demosite
 from tabfleetd.demo.demosite import DemoSite
 
 demosite._SESSION_KEY = b"one key across restarts, as a real site keeps its sessions"

@@ -12,7 +12,7 @@ import pytest
 # Run in a process of its own: becoming a subreaper lasts for the life of the process that asks.
 SCENARIO = textwrap.dedent("""
     import json, os, sys, time
-    from tabfleetd import reaper
+    from tabfleetd.fleet import reaper
     from tabfleetd.fleet.browser import ChildProcess
 
     def zombie(pid):
