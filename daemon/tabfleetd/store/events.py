@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS = 2000  # older events are read from the store
 SUBSCRIBER_QUEUE = 1000
+# An event names its prompt; the whole prompt (up to max_prompt_chars) stays with the task.  Cut here, an event's
+# size, and so the log's memory and the store's events, do not depend on how long the prompts are.
+EVENT_PROMPT_CHARS = 160
 
 # The kinds a person reads about task progress; the events op and command default to these.
 TASK_KINDS = frozenset({"task_done", "task_retry", "task_failed"})
@@ -55,6 +58,9 @@ class EventLog:
         return self.events[0]["seq"] if self.events else self._next
 
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
+        prompt = fields.get("prompt")
+        if isinstance(prompt, str) and len(prompt) > EVENT_PROMPT_CHARS:
+            fields["prompt"] = prompt[:EVENT_PROMPT_CHARS - 1] + "…"
         event = {"seq": next(self._seq), "time": time.time(), "kind": kind, **fields}
         self._next = event["seq"] + 1
         self.events.append(event)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tabfleetd.store.events import EventLog
+from tabfleetd.store.events import EVENT_PROMPT_CHARS, EventLog
 from tabfleetd.schedule.rate import eta_seconds, moving_rate_per_min
 from tabfleetd.control.subscription import Subscription, trim_finished
 
@@ -44,6 +44,14 @@ def test_log_is_bounded() -> None:
     for i in range(10):
         log.emit("x", index=i)
     assert [e["index"] for e in log.recent(limit=0)] == [7, 8, 9]
+
+
+def test_an_event_names_a_long_prompt_by_its_start() -> None:
+    """A 4,000-character prompt is cut in its event, so the log's size does not follow the prompts' length."""
+    log = EventLog()
+    event = log.emit("task_done", prompt="p" * 4000)
+    assert len(event["prompt"]) == EVENT_PROMPT_CHARS and event["prompt"].endswith("…")
+    assert log.emit("task_done", prompt="short")["prompt"] == "short"
 
 
 def test_slow_subscriber_loses_oldest_and_it_is_counted() -> None:
