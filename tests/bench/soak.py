@@ -58,6 +58,7 @@ from typing import Any
 import psutil
 
 from tabfleetctl.client import Client, DaemonError, DaemonNotRunning
+from tabfleetd.fleet.profiletrim import tree_bytes  # files that vanish mid-walk (Chromium deletes as it goes) count 0
 
 VOCABULARY = [f"{adj} {noun} {place}" for adj in ("a red", "a tiny", "an old", "a glass", "a paper", "a sleepy")
               for noun in ("fox", "boat", "lamp", "tower", "whale", "kite", "robot", "tree")
@@ -296,12 +297,12 @@ class Soak:
             except psutil.Error:
                 pass
         profiles = self.state / "profiles"
-        profile_sizes = [_size(p) for p in profiles.iterdir() if p.is_dir()] if profiles.is_dir() else []
+        profile_sizes = [tree_bytes(p) for p in profiles.iterdir() if p.is_dir()] if profiles.is_dir() else []
         return Sample(
             t=t, daemon_rss_mb=round(rss / 2**20, 1), daemon_fds=fds, daemon_threads=threads,
             workers=len(workers), workers_rss_mb=round(_rss(workers), 1), chromium_procs=len(chromium),
             chromium_rss_mb=round(_rss(chromium), 1), zombies=zombies,
-            store_mb=round(_size(self.state / "store") / 2**20, 2), logs_mb=round(_size(self.state / "logs") / 2**20, 2),
+            store_mb=round(tree_bytes(self.state / "store") / 2**20, 2), logs_mb=round(tree_bytes(self.state / "logs") / 2**20, 2),
             profiles_mb=round(sum(profile_sizes) / 2**20, 1), profile_max_mb=round(max(profile_sizes, default=0) / 2**20, 1),
             jobs_in_store=len(status["jobs"]), events_stored=status.get("events_stored"),
             traced_mb=traced.get("traced_mb"), trace_overhead_mb=traced.get("overhead_mb"))
@@ -471,18 +472,6 @@ def _rss(procs: list[psutil.Process]) -> float:
         except psutil.Error:
             pass
     return total / 2**20
-
-
-def _size(path: Path) -> int:
-    """Bytes in the files under path; files that vanish while it walks (Chromium deletes as it goes) count 0."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:
