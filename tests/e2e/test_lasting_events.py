@@ -45,6 +45,8 @@ def test_events_survive_a_clean_restart_with_the_stop_and_start_as_events(make_d
     assert stop["pid"] == first_pid
     assert start["pid"] == daemon.proc.pid and start["previous_clean"] is True and start["version"]
     assert events[0]["kind"] == "daemon_started" and events[0]["previous_clean"] is None  # a new store
+    # status says how many the store keeps (the soak draws it over time).
+    daemon.wait_for(lambda: daemon.call("status")["events_stored"] >= len(events), 5, "status to count the stored events")
     # The task view (no --all) reads them from the store too.
     lines = daemon.ctl("events", job, check=True).stdout.splitlines()
     assert sum(" done 000" in line for line in lines) == 3

@@ -181,7 +181,8 @@ class Commands:
                                    "jobs to finish, or cancel some")
 
     # status {"job": str|nil, "recent": bool|nil (false)} -> {"jobs": [...], "workers": [...], "memory": {...},
-    #   "limits": {...}, "hidden": int}   recent: unfinished jobs and the last few that ended; hidden: the others
+    #   "limits": {...}, "hidden": int, "events_stored": int}   recent: unfinished jobs and the last few that ended;
+    #   hidden: the others; events_stored: the events the store keeps, as of its last write
     @op("status")
     async def status(self, args: dict[str, Any], peer: Peer) -> Any:
         job_id = arg(args, "job", str, None)
@@ -196,6 +197,7 @@ class Commands:
                        "percent": vm.percent, "daemon_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
             | governed(self.daemon.fleet.memory_view()),
             "limits": self.daemon.scheduler.pacing_view(time.time()),
+            "events_stored": self.daemon.store.store.events_stored,
         }
 
     def job_view(self, job: dict[str, Any]) -> dict[str, Any]:
