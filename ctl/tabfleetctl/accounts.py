@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .cli import EXIT_FILE, Ctx, fmt_seconds, json_option, main, pass_ctx, read_file, table
+from .context import EXIT_FILE, Ctx, fmt_seconds, json_option, pass_ctx, read_file, table
 from .terminal import printable
 
 
@@ -40,7 +40,7 @@ def state_cell(account: dict[str, Any]) -> str:
     return state
 
 
-@main.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @json_option("Print JSON.")
 @click.pass_context
 def accounts(click_ctx: click.Context, as_json: bool) -> None:
