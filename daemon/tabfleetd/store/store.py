@@ -19,6 +19,7 @@ batches leaves a consistent store that the next start carries on from:
     "move": {...}      a pause/resume/cancel is moving tasks; "after" is the last task key done
     "deleting": true   the job is being deleted (retention, or a submit that failed); invisible
 The store file is checked before LMDB opens it (storefile.py).
+Claiming off the queues is TaskQueue's (queue.py, mixed in); records and keys are packed as records.py says.
 
 meta's "format" is the store's format (FORMAT).  A change that only adds
 fields keeps it (a newer tabfleetd reads them with defaults, an older one
@@ -31,17 +32,17 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-import struct
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import lmdb
-import msgpack
 
 from . import eventstore, storefile
 from .eventstore import StoredEvents
+from .queue import TaskQueue
+from .records import SEQ_IDX as _SEQ_IDX, pack as _pack, task_key, unpack as _unpack
 from .storethread import AsyncStore  # noqa: F401 - callers import it from here
 from ..errors import IllegalTransition, StateError, StoreFormatError, UnknownJob
 from ..states import BUCKETS, FINISHED_JOB_STATES, TASK_BUCKET, JobState, TaskState, check_job, check_task
@@ -50,23 +51,9 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 FORMAT = 1
-_SEQ_IDX = struct.Struct(">QI")
-_READY_SEQ_IDX = struct.Struct(">QQI")
 
 
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def _unpack(raw: bytes) -> Any:
-    return msgpack.unpackb(raw, raw=False)
-
-
-def task_key(job_id: str, index: int) -> bytes:
-    return f"{job_id}/{index:06d}".encode()
-
-
-class Store(StoredEvents):
+class Store(StoredEvents, TaskQueue):
     pending_events: eventstore.Pending
 
     def __init__(self, path: Path, map_size: int = 64 << 20, *, verify: bool = True) -> None:
@@ -344,79 +331,6 @@ class Store(StoredEvents):
 
     # -- tasks ---------------------------------------------------------------
 
-    def claim(self, worker: int, now: float, skip_jobs: frozenset[str] = frozenset()) -> dict[str, Any] | None:
-        """Take the next task for a worker: a retry whose time has come, else the oldest fresh task."""
-
-        def txn_fn(txn: lmdb.Transaction) -> dict[str, Any] | None:
-            key = self._next_key(txn, now, skip_jobs)
-            return None if key is None else self._claim(txn, key, worker, now)
-
-        return self._write(txn_fn)
-
-    def peek(self, now: float, skip_jobs: frozenset[str] = frozenset()) -> bytes | None:
-        """The key claim() would take next, without taking it."""
-        return self._read(lambda txn: self._next_key(txn, now, skip_jobs))
-
-    def claim_key(self, key: bytes, worker: int, now: float) -> dict[str, Any] | None:
-        """Take one given task if it is still queued."""
-
-        def txn_fn(txn: lmdb.Transaction) -> dict[str, Any] | None:
-            raw = txn.get(key, db=self.tasks)
-            if raw is None or _unpack(raw)["state"] not in (TaskState.PENDING.value, TaskState.RETRY_WAIT.value):
-                return None
-            if not self._dispatchable(txn, key.split(b"/")[0]):
-                return None  # paused or cancelled since it was peeked; its move takes care of it
-            return self._claim(txn, key, worker, now)
-
-        return self._write(txn_fn)
-
-    def _claim(self, txn: lmdb.Transaction, key: bytes, worker: int, now: float) -> dict[str, Any]:
-        task = _unpack(txn.get(key, db=self.tasks))
-        job = self._job(txn, task["job"])
-        task["attempts"] += 1  # counted before the attempt runs, so a crash cannot hide it
-        return self._move(txn, job, key, task, TaskState.RUNNING, worker=worker, started=now, finished=None)
-
-    def _next_key(self, txn: lmdb.Transaction, now: float, skip_jobs: frozenset[str]) -> bytes | None:
-        now_ms = int(now * 1000)
-        verdicts: dict[bytes, bool] = {}
-
-        def wanted(key: bytes) -> bool:
-            job_id = key.split(b"/")[0]
-            if job_id not in verdicts:
-                verdicts[job_id] = job_id.decode() not in skip_jobs and self._dispatchable(txn, job_id)
-            return verdicts[job_id]
-
-        for ready_key, key in txn.cursor(db=self.retry):
-            if _READY_SEQ_IDX.unpack(ready_key)[0] > now_ms:
-                break
-            if wanted(key):
-                return key
-        cur = txn.cursor(db=self.fresh)
-        found = cur.first()
-        while found:
-            key = cur.value()
-            if wanted(key):
-                return key
-            # Jump past the rest of that job's tasks: a skipped job may have a million of them.
-            found = cur.set_range(_SEQ_IDX.pack(_SEQ_IDX.unpack(cur.key())[0] + 1, 0))
-        return None
-
-    def _dispatchable(self, txn: lmdb.Transaction, job_id: bytes) -> bool:
-        raw = txn.get(job_id, db=self.jobs)
-        if raw is None:
-            return False
-        job = _unpack(raw)
-        return job["state"] == JobState.ACTIVE.value and not job.get("loading") and not job.get("deleting")
-
-    def next_retry_at(self) -> float | None:
-        def txn_fn(txn: lmdb.Transaction) -> float | None:
-            cur = txn.cursor(db=self.retry)
-            return _READY_SEQ_IDX.unpack(cur.key())[0] / 1000 if cur.first() else None
-        return self._read(txn_fn)
-
-    def has_queued(self) -> bool:
-        return self._read(lambda txn: txn.cursor(db=self.fresh).first() or txn.cursor(db=self.retry).first())
-
     def finish(self, key: bytes, state: TaskState, **fields: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Record a task's outcome; returns (task, job), or None when the outcome no longer applies."""
         now = time.time()
@@ -497,20 +411,6 @@ class Store(StoredEvents):
         if save_job:  # a batch saves its job once at the end
             txn.put(job["id"].encode(), _pack(job), db=self.jobs)
         return task
-
-    def _enqueue(self, txn: lmdb.Transaction, job: dict[str, Any], task: dict[str, Any], key: bytes) -> None:
-        if task["state"] == TaskState.RETRY_WAIT.value:
-            ready_ms = int(task.get("ready_at", 0) * 1000)
-            txn.put(_READY_SEQ_IDX.pack(ready_ms, job["seq"], task["index"]), key, db=self.retry)
-        else:
-            txn.put(_SEQ_IDX.pack(job["seq"], task["index"]), key, db=self.fresh)
-
-    def _unqueue(self, txn: lmdb.Transaction, job: dict[str, Any], task: dict[str, Any]) -> None:
-        if task["state"] == TaskState.RETRY_WAIT.value:
-            ready_ms = int(task.get("ready_at", 0) * 1000)
-            txn.delete(_READY_SEQ_IDX.pack(ready_ms, job["seq"], task["index"]), db=self.retry)
-        else:
-            txn.delete(_SEQ_IDX.pack(job["seq"], task["index"]), db=self.fresh)
 
     def _settle_job(self, txn: lmdb.Transaction, job: dict[str, Any], now: float) -> None:
         """End an active job once none of its tasks is pending or running."""
