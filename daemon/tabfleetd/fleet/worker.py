@@ -24,7 +24,6 @@ refreshed session back after tasks (sessions.py).  It talks to the daemon only t
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import hashlib
 import logging
@@ -37,9 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from . import profiletrim, reaper, sessions
+from . import loginwindow, proctree, profiletrim, reaper, sessions
 from .accounts import AccountFiles
 from .browser import Chromium
 from .channel import Channel
@@ -56,8 +53,6 @@ from ..sites.base import AUTH, CHALLENGE, CRASH, PERMANENT, SITE, TIMEOUT, WORKE
 
 log = logging.getLogger("tabfleetd.fleet.worker")
 
-PR_SET_PDEATHSIG = 1
-
 VIEWPORT = {"width": 1024, "height": 768}
 PAGE_CLOSE_S = 3.0
 REAP_EVERY_S = 2.0  # orphans are also reaped at each SIGCHLD; this catches what coalesced signals hide
@@ -70,49 +65,19 @@ EXIT_BROWSER = 3  # Chromium could not be started
 DISK = "disk"
 DETACHED = "detached"  # a task that reached a worker whose remote browser is gone: back to pending, nothing charged
 RECONNECT_FIRST_S, RECONNECT_CAP_S = 1.0, 30.0  # a remote browser is tried again after these, doubling, with jitter
-LOGIN_POLL_S = 1.0  # how often the login window's cookies are read (they vanish with it when the person closes it)
 # Errors writing an image that are the output's, not the prompt's: the job waits for room, the image is kept.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.ENOENT,
                          errno.ENOTDIR})
 
 
-def die_with_parent() -> None:
-    """Ask the kernel for SIGTERM when the daemon dies, however it dies."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
 def main(wid: int, conn: Connection, config: Config, chromium: str) -> None:
     """Process entry point."""
-    die_with_parent()
+    proctree.die_with_parent()
     reaper.become_subreaper()  # before any Chromium: what it orphans becomes ours to reap, not PID 1's
     log_to_stderr(config.log_level, config.log_format == "journal", f"worker-{wid}")
     for noisy in ("pyppeteer", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.exit(asyncio.run(Worker(wid, conn, config, chromium).run()))
-
-
-def tree_memory_mb(pid: int) -> float:
-    """Proportional set size (PSS) of a process and all its descendants.
-
-    Summed RSS would count Chromium's shared pages once per process, several
-    times over; PSS splits each shared page among the processes that map it.
-    """
-    total = 0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    for proc in procs:
-        try:
-            total += proc.memory_full_info().pss
-        except psutil.Error:
-            continue
-    return round(total / 2**20, 1)
 
 
 class Worker:
@@ -338,7 +303,7 @@ class Worker:
         while True:
             now = time.monotonic()
             if now - measured > 5:
-                last_rss, measured = tree_memory_mb(os.getpid()), now
+                last_rss, measured = proctree.tree_memory_mb(os.getpid()), now
             if now - profile_measured > PROFILE_MEASURE_S:
                 await self.measure_profile()
                 profile_measured = now
@@ -418,21 +383,7 @@ class Worker:
 
     def renderer_cpu_s(self) -> float | None:
         """CPU seconds the browser's renderers have used: read just before a frozen page is killed."""
-        if self.chromium.pid is None:
-            return None
-        try:
-            procs = psutil.Process(self.chromium.pid).children(recursive=True)
-        except psutil.Error:
-            return None
-        total = 0.0
-        for proc in procs:
-            try:
-                if "--type=renderer" in proc.cmdline():
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-            except psutil.Error:
-                continue
-        return round(total, 2)
+        return proctree.renderer_cpu_s(self.chromium.pid)
 
     async def recycle_quietly(self, page_only: bool = False) -> None:
         """A fresh browser after a crash; after a timeout (a frozen page, a lost request) a fresh page is enough."""
@@ -604,51 +555,16 @@ class Worker:
         """Show this worker's account on the person's display until they close the window, and keep its session.
 
         The window is a local Chromium on the worker's profile (a remote worker's too: a person must see it), with
-        the account's session applied.  Its cookies are read every second while it is open, since the session
-        cookies go with the window; the last reading becomes the account's session.  The worker's own browser
-        is stopped meanwhile (a profile allows one browser), then started again; its hello puts the worker back to work.
+        the account's session applied (loginwindow.py); the last reading of its cookies becomes the account's
+        session.  The worker's own browser is stopped meanwhile (a profile allows one browser), then started again;
+        its hello puts the worker back to work.
         """
         await self.stop_browser()
-        timeout = self.config.browser_start_timeout_s
         args = (*self.config.chromium_args, *msg.get("args", ()), f"--display={msg['display']}")
         sessions.keep_profile_to(self.chromium.profile, self.account)
         chromium = Chromium(self.chromium.executable, self.chromium.profile, self.chromium.log_path,
                             headless=False, extra_args=args)
-        browser = page = None
-        cookies: list[dict[str, Any]] | None = None
-        origins = self.session.origins
-        try:
-            browser = await connect_browser(chromium, timeout, None)
-            try:
-                pages = await asyncio.wait_for(browser.pages(), timeout)
-                page = pages[0] if pages else await asyncio.wait_for(browser.newPage(), timeout)
-                stored = await self.session.stored() or {}
-                await sessions.apply_cookies(browser._connection.send, stored.get("cookies", []), None, replace=False)
-                await asyncio.wait_for(page.goto(msg["url"], {"waitUntil": "domcontentloaded"}), timeout)
-            except Exception as exc:  # the window is open all the same; the person can type the address
-                log.warning("login: could not load %s: %s", msg["url"], exc)
-            # The pipe stays open meanwhile: Chromium takes a closed DevTools pipe as the order to quit.
-            log.info("login: a browser window is open on display %s; waiting for it to be closed", msg["display"])
-            deadline = time.monotonic() + float(msg.get("timeout_s") or 1800)
-            while chromium.proc is not None and chromium.proc.poll() is None:
-                if time.monotonic() > deadline:
-                    raise asyncio.TimeoutError
-                try:
-                    cookies = await sessions.read_cookies(browser._connection.send, None)
-                    if msg.get("local_storage") and page is not None:
-                        origins = sessions.merge_origin(origins, await sessions.read_storage(page))
-                except Exception:  # the window is closing: the last reading stands
-                    pass
-                await asyncio.sleep(LOGIN_POLL_S)
-            log.info("login: the window was closed")
-        except asyncio.TimeoutError:
-            log.warning("login: the window was left open too long; closing it")
-        except BrowserError as exc:
-            log.error("login: cannot open a browser window on display %s: %s", msg["display"], exc)
-        finally:
-            if browser is not None:
-                await self.disconnect(browser)
-            chromium.kill()
+        cookies, origins = await loginwindow.run_window(msg, chromium, self.session, self.config.browser_start_timeout_s)
         session = None
         if cookies is not None and self.chan is not None:
             session = {"cookies": cookies, "origins": origins}
