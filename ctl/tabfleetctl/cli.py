@@ -10,7 +10,7 @@ import click
 
 from tabfleetd import __version__
 
-from . import accounts, daemon, demo, jobs, sites
+from . import accounts, control, demo, jobs, sites
 from .context import Commands, Ctx
 
 
@@ -26,6 +26,6 @@ def main(ctx: click.Context, socket: str | None, timeout: float) -> None:
 
 
 for command in (jobs.submit, jobs.status, jobs.resume, jobs.pause, jobs.cancel, jobs.tasks, jobs.watch, jobs.events,
-                jobs.export, daemon.workers, daemon.ping, daemon.dashboard, daemon.shutdown, demo.demo, sites.sites,
+                jobs.export, control.workers, control.ping, control.dashboard, control.shutdown, demo.demo, sites.sites,
                 sites.login, accounts.accounts):
     main.add_command(command)
