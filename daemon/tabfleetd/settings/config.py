@@ -71,7 +71,7 @@ class Config:
     task_deadline_s: float = _key(300.0, "a task running longer is abandoned and retried")
     cdp_timeout_s: float = _key(30.0, "deadline of a single browser (CDP) call")
     frozen_page_s: float = _key(5.0, "a page whose renderer does not answer a liveness probe for this long is frozen: "
-                                     "its browser is killed at once and the task retried")
+                                     "its page is closed at once (the browser ends its renderer) and the task retried")
     min_free_mb: float = _key(64.0, "a job waits (status says why) while its output directory's filesystem has less free space")
     held_images_mb: float = _key(512.0, "images made while their output could not take them are held in memory up to this much")
     browser_start_timeout_s: float = _key(30.0, "deadline for Chromium to start and accept a connection")
