@@ -15,9 +15,10 @@ rotates at 100 KiB.  Faults are injected throughout:
   * a random worker process is killed with SIGKILL every --kill-worker-s.
 
 Every --sample-s it records the daemon's RSS, open files and threads; the
-workers' count and RSS; the Chromium process count and RSS; zombies; the
-LMDB file size; the sizes of the log and browser profile directories (all
-workers' together and the largest one's); the jobs the store still holds;
+workers' count and RSS; the Chromium process count and RSS; zombies (those
+still there 3 s after they are seen: a kill just before a sample leaves
+some for the moment reaping takes); the LMDB file size; the sizes of the
+log and browser profile directories (all workers' together and the largest one's); the jobs the store still holds;
 the events it holds, when the status reply says (`events_stored`); and, with
 tracemalloc on in the daemon (--trace-frames, default 5; 0: off), the traced
 size and the allocation sites that grew most since the last sample (the
@@ -67,6 +68,7 @@ VOCABULARY = [f"{adj} {noun} {place}" for adj in ("a red", "a tiny", "an old", "
 POISON = ("[[error]] broken prompt",)
 FINISHED = ("done", "failed", "cancelled")
 WARMUP_SHARE = 0.2  # default of --warmup
+ZOMBIE_GRACE_S = 3.0  # a zombie counts when it is still one this long after it is seen (reaping takes up to 2 s)
 TOP_SITES = 10  # growth sites asked for at each sample
 
 
@@ -281,6 +283,28 @@ class Soak:
                                    "stack": " < ".join(site["stack"])})
         return reply
 
+    def lasting_zombies(self) -> list[int]:
+        """The zombies among our processes that are still zombies ZOMBIE_GRACE_S later.
+
+        A kill just before a sample leaves zombies for the moment their reaper takes (its SIGCHLD, or its 2 s
+        sweep); a zombie that outlasts that is one nobody reaps.
+        """
+        def zombies(procs: list[psutil.Process]) -> list[psutil.Process]:
+            found = []
+            for proc in procs:
+                try:
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        found.append(proc)
+                except psutil.Error:
+                    pass
+            return found
+
+        seen = zombies(list(self.processes()))
+        if seen:
+            time.sleep(ZOMBIE_GRACE_S)
+            seen = zombies(seen)  # psutil reads the status afresh each call
+        return [proc.pid for proc in seen]
+
     def sample(self, t0: float) -> Sample:
         t = round(time.monotonic() - t0, 1)
         status = self.call("status")
@@ -290,12 +314,7 @@ class Soak:
             rss, fds, threads = daemon.memory_info().rss, daemon.num_fds(), daemon.num_threads()
         workers = self._workers()
         chromium = self.chromium()
-        zombies = 0
-        for proc in self.processes():
-            try:
-                zombies += proc.status() == psutil.STATUS_ZOMBIE
-            except psutil.Error:
-                pass
+        zombies = len(self.lasting_zombies())
         profiles = self.state / "profiles"
         profile_sizes = [tree_bytes(p) for p in profiles.iterdir() if p.is_dir()] if profiles.is_dir() else []
         return Sample(
