@@ -219,3 +219,13 @@ async def exit_code(chromium: Chromium) -> int | None:
         return await asyncio.wait_for(chromium.wait_exit(0.05), EXIT_WAIT_S)
     except asyncio.TimeoutError:
         return None
+
+
+async def close_page(browser: Browser, page: Any, timeout: float) -> None:
+    """Close one page, frozen or not: Target.closeTarget ends its renderer at once (the page's own JS never runs)."""
+    if page is None:
+        return
+    try:
+        await asyncio.wait_for(browser._connection.send("Target.closeTarget", {"targetId": page.target._targetId}), timeout)
+    except Exception as exc:  # the connection went meanwhile, or the browser could not: the caller's fallback follows
+        log.debug("closing a page: %s", exc)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pyppeteer.browser import BrowserContext
 
-from .devtools import connect_remote
+from .devtools import close_page, connect_remote
 from ..settings.endpoint import RemoteEndpoint
 from ..errors import BrowserStartError
 
@@ -74,13 +74,8 @@ class RemoteBrowser:
 
     async def close_page(self, page: Any) -> None:
         """Close one of this worker's pages, frozen or not (the browser ends its renderer)."""
-        if self.lost or page is None:
-            return
-        try:
-            await asyncio.wait_for(self.browser._connection.send("Target.closeTarget", {"targetId": page.target._targetId}),
-                                   CLOSE_S)
-        except Exception as exc:  # the connection went meanwhile: the browser disposes of the context itself
-            log.debug("closing a page on %s: %s", self.shown, exc)
+        if not self.lost:
+            await close_page(self.browser, page, CLOSE_S)
 
     async def detach(self) -> None:
         """Close this worker's context (and so its pages), then the connection; the remote browser stays as it was."""

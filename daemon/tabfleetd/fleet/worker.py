@@ -41,7 +41,7 @@ from .accounts import AccountFiles
 from .browser import Chromium
 from .channel import Channel
 from ..settings.config import Config
-from .devtools import connect_browser
+from .devtools import close_page, connect_browser
 from .display import VirtualDisplay
 from ..errors import BrowserError, OutDirError, ProfileError, SiteError
 from ..journal import log_to_stderr
@@ -413,7 +413,7 @@ class Worker:
             if self.remote is not None:
                 await self.remote.close_page(self.page)
             else:
-                await self.close_local_page()
+                await close_page(self.browser, self.page, PAGE_CLOSE_S)
             self.page = self.adapter = None
             try:
                 timeout = self.config.browser_start_timeout_s
@@ -428,15 +428,6 @@ class Worker:
                 return False
         log.info("closed the page on %s and opened another", shown)
         return True
-
-    async def close_local_page(self) -> None:
-        if self.page is None:
-            return
-        try:
-            await asyncio.wait_for(self.browser_send("Target.closeTarget", {"targetId": self.page.target._targetId}),
-                                   PAGE_CLOSE_S)
-        except Exception as exc:  # a browser that cannot close a page is replaced by the caller's fallback
-            log.debug("closing a page: %s", exc)
 
     # -- a remote browser that went away ---------------------------------------
 
