@@ -352,6 +352,7 @@ class Soak:
                         s = self.sample(t0)
                         self.samples.append(s)
                         print(_row(s), flush=True)
+                        self.save_so_far()
                         next_sample = now + args.sample_s
                 except (DaemonNotRunning, DaemonError) as exc:
                     raise SystemExit(f"the daemon stopped answering: {exc}; see {self.state / 'logs'}") from None
@@ -362,41 +363,76 @@ class Soak:
             left = self.stop()
         return self.report(left)
 
+    def save_so_far(self) -> None:
+        """Write the series, the growth sites and the tally as they stand, so a long run can be read (--report-from) before it ends."""
+        write_csv(self.args.csv, [vars(s) for s in self.samples])
+        write_csv(self.args.csv.with_name(self.args.csv.stem + "-sites.csv"), self.sites)
+        tally = {k: v for k, v in vars(self.tally).items() if k != "seen"}
+        self.args.csv.with_name(self.args.csv.stem + "-tally.json").write_text(json.dumps(tally))
+
     def report(self, left: list[int]) -> dict[str, Any]:
-        span_h = (self.samples[-1].t - self.samples[0].t) / 3600 if len(self.samples) > 1 else 0
-        warm_from = self.samples[-1].t * self.args.warmup
-        series: dict[str, Any] = {}
-        for name in series_names(self.samples):
-            points = [(s.t, getattr(s, name)) for s in self.samples if getattr(s, name) is not None]
-            after = [(t, v) for t, v in points if t >= warm_from]
-            if not after:
-                continue
-            values = [v for _, v in points]
-            quarter = max(1, len(after) // 4)
-            early, late = statistics.fmean(v for _, v in after[:quarter]), statistics.fmean(v for _, v in after[-quarter:])
-            per_hour = _slope([t / 3600 for t, _ in after], [v for _, v in after])
-            # Bounded caches (events, pacing logs) may still be filling after the warm-up: the last half shows the end.
-            last_half = [(t, v) for t, v in points if t >= self.samples[-1].t / 2]
-            late_per_hour = _slope([t / 3600 for t, _ in last_half], [v for _, v in last_half])
-            flat = _flat([t / 3600 for t, _ in after], [v for _, v in after], per_hour)
-            entry = {"first": values[0], "last": values[-1], "min": min(values), "max": max(values),
-                     "median": statistics.median(values), "per_hour": round(per_hour, 2),
-                     "late_per_hour": round(late_per_hour, 2), "flat": flat,
-                     "drift_pct": round(100 * (late - early) / early, 1) if early else None}
-            if name in GOALS:
-                goal, check = GOALS[name]
-                entry |= {"goal": goal, "met": bool(check(per_hour, flat, [v for _, v in after], self.args.workers))}
-            series[name] = entry
         logs = sorted((self.state / "logs").glob("tabfleetd.log*"))
         text = "".join(p.read_text(errors="replace") for p in logs)
         tally = {k: v for k, v in vars(self.tally).items() if k != "seen"}
-        tally |= {"compactions_in_kept_logs": text.count("store compacted"), "prune_passes_in_kept_logs": text.count("pruned "),
-                  "tasks_per_hour": round(self.tally.tasks_done / span_h) if span_h else 0}
-        return {"minutes": self.args.minutes, "workers": self.args.workers, "span_h": round(span_h, 3),
-                "warmup_s": round(warm_from, 1), "tally": tally, "series": series,
-                "top_growth_sites": top_sites([r for r in self.sites if r["t"] >= warm_from]),
-                "log_files": [p.name for p in logs], "left_after_shutdown": left, "state": str(self.state),
-                "samples": [vars(s) for s in self.samples]}
+        tally |= {"compactions_in_kept_logs": text.count("store compacted"), "prune_passes_in_kept_logs": text.count("pruned ")}
+        return build_report(self.samples, self.sites, self.args, tally) | {
+            "log_files": [p.name for p in logs], "left_after_shutdown": left, "state": str(self.state)}
+
+
+def build_report(samples: list[Sample], sites: list[dict[str, Any]], args: argparse.Namespace,
+                 tally: dict[str, Any]) -> dict[str, Any]:
+    """Each series' growth per hour after the warm-up and in the last half, with its goal, and the top growth sites."""
+    span_h = (samples[-1].t - samples[0].t) / 3600 if len(samples) > 1 else 0
+    warm_from = samples[-1].t * args.warmup
+    series: dict[str, Any] = {}
+    for name in series_names(samples):
+        points = [(s.t, getattr(s, name)) for s in samples if getattr(s, name) is not None]
+        after = [(t, v) for t, v in points if t >= warm_from]
+        if not after:
+            continue
+        values = [v for _, v in points]
+        quarter = max(1, len(after) // 4)
+        early, late = statistics.fmean(v for _, v in after[:quarter]), statistics.fmean(v for _, v in after[-quarter:])
+        per_hour = _slope([t / 3600 for t, _ in after], [v for _, v in after])
+        # Bounded caches (events, pacing logs) may still be filling after the warm-up: the last half shows the end.
+        last_half = [(t, v) for t, v in points if t >= samples[-1].t / 2]
+        late_per_hour = _slope([t / 3600 for t, _ in last_half], [v for _, v in last_half])
+        flat = _flat([t / 3600 for t, _ in after], [v for _, v in after], per_hour)
+        entry = {"first": values[0], "last": values[-1], "min": min(values), "max": max(values),
+                 "median": statistics.median(values), "per_hour": round(per_hour, 2),
+                 "late_per_hour": round(late_per_hour, 2), "flat": flat,
+                 "drift_pct": round(100 * (late - early) / early, 1) if early else None}
+        if name in GOALS:
+            goal, check = GOALS[name]
+            entry |= {"goal": goal, "met": bool(check(per_hour, flat, [v for _, v in after], args.workers))}
+        series[name] = entry
+    tally = tally | {"tasks_per_hour": round(tally.get("tasks_done", 0) / span_h) if span_h else 0}
+    return {"minutes": args.minutes, "workers": args.workers, "span_h": round(span_h, 3),
+            "warmup_s": round(warm_from, 1), "tally": tally, "series": series,
+            "top_growth_sites": top_sites([r for r in sites if r["t"] >= warm_from]),
+            "log_files": [], "left_after_shutdown": [], "samples": [vars(s) for s in samples]}
+
+
+def read_so_far(csv_path: Path) -> tuple[list[Sample], list[dict[str, Any]], dict[str, Any]]:
+    """The samples, growth sites and tally a run (maybe still going) has written next to csv_path."""
+    def number(text: str) -> Any:
+        if text == "":
+            return None
+        value = float(text)
+        return int(value) if value.is_integer() and "." not in text else value
+
+    with csv_path.open(newline="") as f:
+        samples = [Sample(**{k: number(v) for k, v in row.items()}) for row in csv.DictReader(f)]
+    sites_path = csv_path.with_name(csv_path.stem + "-sites.csv")
+    sites: list[dict[str, Any]] = []
+    if sites_path.exists():
+        with sites_path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                sites.append({**row, **{k: float(row[k]) for k in ("t", "growth_kib", "size_kib")},
+                              "rank": int(row["rank"]), "count": int(row["count"])})
+    tally_path = csv_path.with_name(csv_path.stem + "-tally.json")
+    tally = json.loads(tally_path.read_text()) if tally_path.exists() else {}
+    return samples, sites, tally
 
 
 def series_names(samples: list[Sample]) -> list[str]:
@@ -538,6 +574,8 @@ def main() -> None:
     parser.add_argument("--png", type=Path, help="the series drawn, one panel each (default OUT/soak.png)")
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (state, logs)")
+    parser.add_argument("--report-from", type=Path, metavar="DIR",
+                        help="run nothing: report and draw what a run (maybe still going) has written to DIR/soak.csv")
     args = parser.parse_args()
     if not 0 <= args.warmup < 1:
         parser.error("--warmup must be at least 0 and less than 1")
@@ -546,17 +584,26 @@ def main() -> None:
     args.png = args.png or args.out / "soak.png"
     if args.sample_s is None:
         args.sample_s = max(5.0, args.minutes * 60 / 40)
-    soak = Soak(args)
-    print(f"soak: {args.minutes:g} min standing for 24 h, {args.workers} workers, state in {soak.state}", flush=True)
-    try:
-        report = soak.run()
-    finally:
-        if not args.keep:
-            shutil.rmtree(soak.root, ignore_errors=True)
-    write_csv(args.csv, report["samples"])
     sites_csv = args.csv.with_name(args.csv.stem + "-sites.csv")
-    write_csv(sites_csv, soak.sites)
-    drawn = draw(args.png, report, soak.sites)
+    if args.report_from:
+        samples, sites, tally = read_so_far(args.report_from / "soak.csv")
+        if len(samples) < 2:
+            parser.error(f"{args.report_from / 'soak.csv'}: fewer than 2 samples")
+        report = build_report(samples, sites, args, tally)
+        print(f"report from {args.report_from}: {len(samples)} samples over {samples[-1].t / 60:.1f} min "
+              f"(--minutes {args.minutes:g} and --workers {args.workers} as given here)")
+    else:
+        soak = Soak(args)
+        print(f"soak: {args.minutes:g} min standing for 24 h, {args.workers} workers, state in {soak.state}", flush=True)
+        try:
+            report = soak.run()
+        finally:
+            if not args.keep:
+                shutil.rmtree(soak.root, ignore_errors=True)
+        write_csv(args.csv, report["samples"])
+        write_csv(sites_csv, soak.sites)
+        sites = soak.sites
+    drawn = draw(args.png, report, sites)
     print(f"\nseries after a {report['warmup_s']:g} s warm-up: first -> last [min, median, max], growth per hour "
           "(least squares; in the last half), drift (last vs first quarter), goal")
     for name, s in report["series"].items():
@@ -573,7 +620,8 @@ def main() -> None:
     print(f"tally: {json.dumps(report['tally'])}")
     print(f"log files: {report['log_files']}")
     print(f"processes left after shutdown: {report['left_after_shutdown'] or 'none'}")
-    print(f"written: {args.csv}, {sites_csv}" + (f", {args.png}" if drawn else ""))
+    written = [] if args.report_from else [args.csv, sites_csv]
+    print(f"written: {', '.join(map(str, written + ([args.png] if drawn else [])))}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if report["left_after_shutdown"]:

@@ -333,6 +333,40 @@ def test_hang_keeps_turn_busy_and_stop_is_quick() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(60)
+def test_hung_request_ends_when_its_client_leaves() -> None:
+    """A hung request is let go once its client disconnects, so abandoned hangs do not pile up in the site."""
+
+    async def body() -> None:
+        site = DemoSite()
+        await site.start()
+        try:
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with aiohttp.ClientSession(cookie_jar=jar) as client:
+                async with client.get(f"{site.base_url}/"):
+                    pass
+                payload = {"prompt": "left hanging", "knobs": {"latency": "0", "hang_rate": "1"}}
+                posts = [asyncio.create_task(client.post(f"{site.base_url}/api/generate", json=payload))
+                         for _ in range(3)]
+                deadline = time.monotonic() + 5
+                while site.hanging < 3:
+                    assert time.monotonic() < deadline, f"only {site.hanging} of 3 requests hung"
+                    await asyncio.sleep(0.05)
+                for post in posts:
+                    post.cancel()
+                await asyncio.gather(*posts, return_exceptions=True)
+            deadline = time.monotonic() + 5
+            while site.hanging:
+                assert time.monotonic() < deadline, f"{site.hanging} hung requests outlived their client"
+                await asyncio.sleep(0.05)
+            assert site.generated == {}
+        finally:
+            await site.stop()
+
+    run(body)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
 def test_lockup_freezes_renderer() -> None:
     """lockup_rate=1 busy-loops the page so evaluate no longer returns."""
 

@@ -67,6 +67,7 @@ RATE_LIMIT_MESSAGE = "You're generating images too quickly. Please try again in 
 # Retry hint for a [[ratelimit]] prompt when no rate_limit knob gives a window.
 _POISON_RETRY_AFTER = 60
 _MAX_IMAGES = 2_000  # a page fetches its image right after the answer; 10,000 held ~2 MB in the daemon for nothing
+_HANG_CHECK_S = 0.5  # how often a hung request looks whether its client is still there
 _MAX_PROMPT_CHARS = 100_000
 _MAX_TEXT_KNOB_CHARS = 1_000
 _MAX_LATENCY = 3_600.0
@@ -227,6 +228,7 @@ class DemoSite:
         self._images: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._recent: dict[str, collections.deque[float]] = {}
         self._rngs: dict[tuple[str, int], random.Random] = {}
+        self.hanging = 0  # requests held open by a hang, until their client goes away
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -287,6 +289,19 @@ class DemoSite:
         except asyncio.TimeoutError:
             return False
         return True
+
+    async def _hang(self, request: web.Request) -> bool:
+        """Hold a request open until the site stops or its client goes away; True if the site stopped."""
+        # aiohttp does not cancel a handler whose client left, so a hang that waited
+        # only for the site to stop would keep every abandoned request for good.
+        self.hanging += 1
+        try:
+            while not await self._pause(_HANG_CHECK_S):
+                if request.transport is None or request.transport.is_closing():
+                    return False
+            return True
+        finally:
+            self.hanging -= 1
 
     def _rng(self, knobs: Knobs) -> random.Random:
         if knobs.seed is None:
@@ -405,7 +420,7 @@ class DemoSite:
             return web.json_response({"lockup": True})
         if wait is None and ("[[hang]]" in prompt or hang < knobs.hang_rate):
             log.info("demo site: hanging on %.60r", prompt)
-            await self._pause(None)
+            await self._hang(request)
             return _error(503, "The server is shutting down.", "error", None)
 
         delay = knobs.latency + (2.0 * jitter - 1.0) * knobs.jitter
