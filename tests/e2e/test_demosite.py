@@ -18,6 +18,7 @@ import pyppeteer
 from pyppeteer.browser import Browser
 from pyppeteer.page import Page
 
+from tabfleetd.demo import demosite
 from tabfleetd.demo.demoimage import render_png
 from tabfleetd.demo.demosite import DEFAULT_ERROR_MESSAGE, SESSION_COOKIE, DemoSite
 
@@ -359,6 +360,30 @@ def test_hung_request_ends_when_its_client_leaves() -> None:
                 assert time.monotonic() < deadline, f"{site.hanging} hung requests outlived their client"
                 await asyncio.sleep(0.05)
             assert site.generated == {}
+        finally:
+            await site.stop()
+
+    run(body)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_generation_counts_keep_the_newest_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its cap the site's per-prompt counts forget the oldest prompts, so a demo left running does not grow."""
+    monkeypatch.setattr(demosite, "_MAX_PROMPTS_COUNTED", 5)
+
+    async def body() -> None:
+        site = DemoSite()
+        await site.start()
+        try:
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+                async with client.get(f"{site.base_url}/"):
+                    pass
+                for n in [*range(8), 7]:
+                    payload = {"prompt": f"prompt {n}", "knobs": {"latency": "0"}}
+                    async with client.post(f"{site.base_url}/api/generate", json=payload) as response:
+                        assert response.status == 200
+            assert site.generated == {"prompt 3": 1, "prompt 4": 1, "prompt 5": 1, "prompt 6": 1, "prompt 7": 2}
         finally:
             await site.stop()
 

@@ -67,6 +67,8 @@ RATE_LIMIT_MESSAGE = "You're generating images too quickly. Please try again in 
 # Retry hint for a [[ratelimit]] prompt when no rate_limit knob gives a window.
 _POISON_RETRY_AFTER = 60
 _MAX_IMAGES = 2_000  # a page fetches its image right after the answer; 10,000 held ~2 MB in the daemon for nothing
+# Prompts whose generations are counted for /api/stats; a demo left running for days forgets the oldest.
+_MAX_PROMPTS_COUNTED = 20_000
 _HANG_CHECK_S = 0.5  # how often a hung request looks whether its client is still there
 _MAX_PROMPT_CHARS = 100_000
 _MAX_TEXT_KNOB_CHARS = 1_000
@@ -437,6 +439,8 @@ class DemoSite:
         while len(self._images) > _MAX_IMAGES:
             self._images.popitem(last=False)
         self.generated[prompt] = self.generated.get(prompt, 0) + 1
+        if len(self.generated) > _MAX_PROMPTS_COUNTED:
+            del self.generated[next(iter(self.generated))]  # the prompt first counted goes first
         response = web.json_response({"image": f"/img/{image_id}.png"})
         if knobs.login and account is not None:
             # Sites refresh their session cookie as they go: a copy of the session kept from before is not the newest.

@@ -39,6 +39,8 @@ MB = 2**20
 DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # An ended job's series stay this long, so the last scrapes see its final counts; then they go.
 ENDED_JOB_KEPT_S = 3600.0
+# Per-job counts may run this far past two per held job before pruned jobs' counts are dropped between scrapes.
+JOB_COUNTS_SLACK = 256
 
 
 class FleetCollector(Collector):
@@ -77,6 +79,8 @@ class FleetCollector(Collector):
             if kind == "task_failed":
                 self.finished["failed"] += 1
                 self.job_finished[(event["job"], "failed")] += 1
+        if len(self.job_finished) > 2 * len(self.daemon.scheduler.jobs) + JOB_COUNTS_SLACK:
+            self._forget_pruned_jobs()  # a daemon nobody scrapes would otherwise keep every job's counts
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # names are only known at scrape time; nothing to check at registration
@@ -125,9 +129,13 @@ class FleetCollector(Collector):
         waiting = [j["created"] for j in jobs if j["state"] == JobState.ACTIVE.value and j["counts"].get("pending")]
         oldest.add_metric([], max(0.0, now - min(waiting)) if waiting else 0.0)
         yield oldest
-        known = set(self.daemon.scheduler.jobs)
+        self._forget_pruned_jobs()
+
+    def _forget_pruned_jobs(self) -> None:
+        """Drop the counts of jobs the daemon no longer holds: pruned jobs' counts go with them."""
+        known = self.daemon.scheduler.jobs
         for key in [k for k in self.job_finished if k[0] not in known]:
-            del self.job_finished[key]  # pruned jobs: their counts go with them
+            del self.job_finished[key]
 
     def _counters(self) -> Iterator[Metric]:
         attempts = CounterMetricFamily("tabfleet_task_attempts", "Task attempts that ended, by outcome and site, since start "
