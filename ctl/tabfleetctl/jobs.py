@@ -137,7 +137,7 @@ def job_command(op: str, verb: str, doc: str) -> click.Command:
 
 resume = job_command("resume", "resumed", "Resume a paused job, or give a failed or cancelled job's unfinished tasks fresh attempts.")
 pause = job_command("pause", "paused", "Pause a job: running tasks finish, no new ones start.")
-cancel = job_command("cancel", "cancelled", "Cancel a job's unfinished tasks (images already made are kept).")
+cancel = job_command("cancel", "cancelled", "Cancel a job's unfinished tasks; those being generated stop at once (images already made are kept).")
 
 
 @click.command()

@@ -142,6 +142,30 @@ def test_pause_resume_cancel(daemon: Any) -> None:
     assert "unchanged" in again.stdout
 
 
+def test_cancel_stops_tasks_mid_generation(daemon: Any) -> None:
+    """Cancelling a job frees the workers generating it within seconds (their pages closed), not when the site answers."""
+    slow = daemon.submit([f"slow prompt {i}" for i in range(4)], "latency=120")
+
+    def busy() -> list[dict[str, Any]]:
+        workers = daemon.call("workers")["workers"]
+        return workers if all(w["state"] == "busy" for w in workers) else []
+
+    before = {w["id"]: w["restarts"] for w in daemon.wait_for(busy, 30, "both workers generating")}
+    time.sleep(1.5)  # the prompts are sent: the site is generating them
+    started = time.monotonic()
+    daemon.ctl("cancel", slow, check=True)
+    workers = daemon.wait_workers_idle(2, timeout=30)
+    freed_in = time.monotonic() - started
+    assert freed_in < 8, f"the workers were freed only {freed_in:.1f} s after the cancel"
+    assert {w["id"]: w["restarts"] for w in workers} == before  # the page went, not the worker
+    assert all(w["last_error"] is None or "aborted" in w["last_error"] for w in workers)
+    status = daemon.call("status", {"job": slow})["jobs"][0]
+    assert status["state"] == "cancelled" and status["done"] == 0 and status["running"] == 0
+    assert not list((daemon.work / "tabfleet-out" / slow).glob("*.png"))
+    after = daemon.submit(["after the cancel"], "latency=0.1")
+    assert daemon.wait_job(after, timeout=60)["done"] == 1
+
+
 def test_bad_prompt_files_queue_nothing(daemon: Any) -> None:
     """Empty files, a missing csv column, bad UTF-8 and an over-long prompt each fail naming the line; no job is made."""
     cases = {

@@ -106,8 +106,8 @@ class Roster:
     async def outcome(self, name: str, msg: dict[str, Any]) -> None:
         """A task's result on one of the account's workers."""
         account = self.get(name)
-        if msg.get("kind") == "detached":
-            return  # it never reached the site
+        if msg.get("kind") in ("detached", "aborted"):
+            return  # it never reached the site, or was stopped before its answer: it says nothing of the account
         account.last_used, account.dirty = time.time(), True
         state = SIGNED_IN if msg.get("ok") else OUTCOME_STATES.get(str(msg.get("kind")))
         if state is None or (state == account.state and state == SIGNED_IN):

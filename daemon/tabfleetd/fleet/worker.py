@@ -9,6 +9,7 @@ refreshed session back after tasks (sessions.py).  It talks to the daemon only t
                       {"t": "login", "url", "display", "args"}   open the profile headed until the person closes it
                       {"t": "session"}   the account's session changed (imported, removed): apply it, replacing the browser's
                       {"t": "stop"}
+                      {"t": "abort", "key"}   its job was cancelled: stop the task now (inbox.py)
     worker -> daemon  {"t": "hello", "pid", "browser": {"kind": "local", "pid", "pgid", "profile"} | {"kind": "remote", "endpoint"}}
                       {"t": "browser", "state": "reconnecting", "error", "attempt", "retry_in_s"}   a remote browser is gone;
                                         no task until the next hello (one sent meanwhile is answered "detached")
@@ -40,6 +41,7 @@ from . import loginwindow, proctree, profiletrim, reaper, sessions
 from .accounts import AccountFiles
 from .browser import Chromium
 from .channel import Channel
+from .inbox import ABORTED, Abortable, Inbox
 from ..settings.config import Config
 from .devtools import close_page, connect_browser
 from .display import VirtualDisplay
@@ -98,6 +100,7 @@ class Worker:
         self.page: Any = None
         self.adapter: SiteAdapter | None = None
         self.chan: Channel | None = None
+        self.generation = Abortable()
         self.browser_tasks = 0  # tasks on the current browser, for rotation
         self.busy = False
         self.browser_lock = asyncio.Lock()
@@ -113,8 +116,10 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, main_task.cancel)
         self.chan = await Channel.open(self.conn)
+        inbox = Inbox(self.chan, self.generation.abort)
         heartbeat = None
         reaping = asyncio.create_task(reaper.reap_forever(REAP_EVERY_S, on_sigchld=True))
+        reading = asyncio.create_task(inbox.read())
         try:
             try:
                 await self.start_browser()
@@ -125,9 +130,8 @@ class Worker:
                 await self.begin_reconnect(str(exc))  # a remote browser may come (back) later; the worker waits for it
             heartbeat = asyncio.create_task(self.heartbeats())
             while True:
-                try:
-                    msg = await self.chan.recv()
-                except EOFError:
+                msg = await inbox.get()
+                if msg is None:
                     log.info("the daemon has gone; stopping")
                     break
                 if msg.get("t") == "task":
@@ -149,6 +153,7 @@ class Worker:
             if heartbeat:
                 heartbeat.cancel()
             reaping.cancel()
+            reading.cancel()
             if self.reconnector is not None:
                 self.reconnector.cancel()
             await self.stop_browser()
@@ -336,7 +341,7 @@ class Worker:
                 if not await self.attached():
                     return reply | self.detached_reply()
                 await self.rotate_if_due()
-                data, adopted = await self.generate(msg, deadline), False
+                data, adopted = await self.generation.run(msg["key"], self.generate(msg, deadline)), False
                 self.browser_tasks += 1
                 write_atomic(path, data)
                 await self.clear_cache()
@@ -348,7 +353,7 @@ class Worker:
                 self.session.signed_in = False
             if exc.kind == DETACHED:
                 return reply | self.detached_reply()
-            if exc.kind == TIMEOUT:
+            if exc.kind in (TIMEOUT, ABORTED):  # the page may be mid-answer: it goes, and its renderer with it
                 await self.recycle_quietly(page_only=True)
             elif exc.kind == CRASH:
                 await self.recycle_quietly()

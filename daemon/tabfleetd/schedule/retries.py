@@ -15,6 +15,7 @@ happens to the worker that saw the failure.
     unreachable when the site answers again   refunded  -  (the site's dispatch pauses with backoff)
     disk        when the output has room      refunded  -  (the job waits; a finished image is kept)
     detached    pending again at once         refunded  -  (its remote browser is gone; it takes no task until back)
+    aborted     as the store has it           refunded  page replaced (its job was cancelled while it ran)
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any
 
 from ..states import TaskState
 
-TRANSIENT, TIMEOUT, CRASH, RATE_LIMIT, PERMANENT, AUTH, CHALLENGE, UNREACHABLE, DISK, DETACHED = (
-    "transient", "timeout", "crash", "rate_limit", "permanent", "auth", "challenge", "unreachable", "disk", "detached")
+TRANSIENT, TIMEOUT, CRASH, RATE_LIMIT, PERMANENT, AUTH, CHALLENGE, UNREACHABLE, DISK, DETACHED, ABORTED = (
+    "transient", "timeout", "crash", "rate_limit", "permanent", "auth", "challenge", "unreachable", "disk", "detached",
+    "aborted")
 WORKER_BLOCKING = frozenset({AUTH, CHALLENGE})
 NEVER_RETRIED = frozenset({PERMANENT})
 FREE_RATE_LIMITS = 10  # rate-limited attempts of one task that do not count against its budget
@@ -111,6 +113,8 @@ POLICIES: dict[str, Policy] = {
     TRANSIENT: RetryWithBackoff(), TIMEOUT: RetryWithBackoff(), CRASH: RetryWithBackoff(),
     RATE_LIMIT: HonourStatedWait(), PERMANENT: FailAtOnce(), AUTH: BlockWorker(), CHALLENGE: BlockWorker(),
     UNREACHABLE: WaitElsewhere(), DISK: WaitElsewhere(), DETACHED: GoElsewhere(),
+    # The task is cancelled in the store already, which keeps it so; pending is what a job resumed meanwhile needs.
+    ABORTED: GoElsewhere(),
 }
 
 

@@ -27,8 +27,8 @@ from .held import HeldImages
 from .limits import Limits
 from .outages import DiskWaits, SiteOutages
 from .rate import moving_rate_per_min
-from .retries import CRASH, DETACHED, DISK, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, UNREACHABLE, Decision, RetryPolicy
-from ..states import FINISHED_JOB_STATES, TaskState
+from .retries import ABORTED, CRASH, DETACHED, DISK, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, UNREACHABLE, Decision, RetryPolicy
+from ..states import FINISHED_JOB_STATES, JobState, TaskState
 from ..store.store import AsyncStore, Store, task_key
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ RATE_WINDOW_S = 120.0
 WORKER_FAILURES = frozenset({TRANSIENT, TIMEOUT, CRASH})
 FAILURES_BEFORE_RESTART = 3
 # Outcomes that do not show the site answering (so they neither end an outage nor confirm it).
-SAYS_NOTHING_OF_THE_SITE = frozenset({UNREACHABLE, TIMEOUT, CRASH, DISK, DETACHED})
+SAYS_NOTHING_OF_THE_SITE = frozenset({UNREACHABLE, TIMEOUT, CRASH, DISK, DETACHED, ABORTED})
 FREE_CHECK_S = 2.0  # how often a job's output filesystem is checked for free space
 PACING_SAVE_S = 5.0  # what pacing learned is saved at most this often
 RECORD_RETRY_S = 2.0
@@ -70,6 +70,7 @@ class Scheduler:
         self.dispatching = True
         self._kick = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._aborts: set[asyncio.Task[None]] = set()  # abort messages on their way to workers
 
     async def start(self) -> None:
         for job in await self.store("list_jobs"):
@@ -109,7 +110,24 @@ class Scheduler:
             self.events.emit("job_" + job["state"], job=job["id"], name=job["name"])
         if job["state"] in FINISHED_JOB_STATES:
             self.job_events[job["id"]].set()
+        if job["state"] == JobState.CANCELLED.value and (old is None or old["state"] != job["state"]):
+            self.abort_running(job["id"])
         self.kick()
+
+    def abort_running(self, job_id: str) -> None:
+        """Tell the workers generating a cancelled job's tasks to stop now, rather than when their answers come."""
+        for handle in self.fleet.workers.values():
+            task = handle.task
+            if handle.state == BUSY and task is not None and task["job"] == job_id:
+                sending = asyncio.create_task(self._abort(handle, task_key(job_id, task["index"]).decode()))
+                self._aborts.add(sending)
+                sending.add_done_callback(self._aborts.discard)
+
+    async def _abort(self, handle: WorkerHandle, key: str) -> None:
+        try:
+            await self.fleet.send(handle, {"t": "abort", "key": key})
+        except Exception as exc:  # the worker is gone: its exit puts the task back, and the store keeps it cancelled
+            log.info("could not tell worker %d to abort task %s: %s", handle.wid, key, exc)
 
     async def _run(self) -> None:
         while self.dispatching:
@@ -352,7 +370,7 @@ class Scheduler:
                          site, pace.get("signals"), handle.account, msg.get("sent_at") or 0.0, msg.get("wait_s"),
                          pace.get("window"), pace.get("scope"))
                 self.events.emit("pace_signal", site=site, worker=handle.wid, pace=pace)
-        elif kind != UNREACHABLE:
+        elif kind not in (UNREACHABLE, ABORTED):  # an aborted send's answer never came: nothing to learn from it
             self.limits.on_answer(site, handle.account, key, msg.get("sent_at"),
                                   msg.get("answer_s") if msg.get("ok") or kind == DISK else None, now, bool(msg.get("ok")))
             if kind == TIMEOUT and msg.get("blame") == "site" and msg.get("frozen_cpu_s") is None:
