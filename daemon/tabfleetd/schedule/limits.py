@@ -110,7 +110,7 @@ class Paced:
             self.bucket.take(now)
 
     def observed_per_min(self, now: float) -> float:
-        recent = [s.dispatched for s in self.log.sends.values() if now - s.dispatched <= OBSERVE_WINDOW_S and not s.refused]
+        recent = [dispatched for dispatched, _ in self.log.times(0.0) if now - dispatched <= OBSERVE_WINDOW_S]
         if len(recent) < 2:
             return float(len(recent))
         return len(recent) * 60.0 / max(now - min(recent), 1.0)

@@ -16,9 +16,12 @@ the site's constant.  Nothing here reads a clock: callers pass the times in.
 
 from __future__ import annotations
 
+import array
 import collections
+import math
 import statistics
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 ROUNDING_S = 1.0  # sites round a stated wait up to whole seconds
@@ -26,19 +29,8 @@ MAX_WINDOW_S = 3600.0  # longer waits are quotas (the account cools), not a wind
 PACE_SLACK_S = 0.5  # added to the learned window: our send times and the site's clock differ a little
 SIMULTANEOUS_S = 0.25  # sends this close may reach the site in either order
 CLEAN_WINDOWS_BEFORE_PROBE = 10  # windows without a refusal before one more send per window is tried
-LOG_KEPT = 4096
-
-
-@dataclass(slots=True)  # thousands live in each SendLog
-class Send:
-    """One prompt sent to a site: when it was handed out, when it really went, whether the site refused it."""
-
-    dispatched: float
-    sent: float | None = None
-    refused: bool = False
-
-    def when(self, delay: float) -> float:
-        return self.sent if self.sent is not None else self.dispatched + delay
+LOG_KEPT = 4096  # sends kept per site and per account (and at most 2 * MAX_WINDOW_S of them)
+DROP_BATCH = 256  # the oldest go this many at a time once the log is full
 
 
 @dataclass
@@ -81,28 +73,43 @@ def choose(found: list[Estimate], known: Estimate | None) -> Estimate | None:
     return min(found, key=lambda c: c.window_s)
 
 
-@dataclass
 class SendLog:
-    """The recent sends of one site or one account, with what became of them."""
+    """The recent sends of one site or one account, with what became of them.
 
-    sends: collections.OrderedDict[str, Send] = field(default_factory=collections.OrderedDict)
-    delays: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=64))
+    Thousands are kept per site and per account, so they are kept as columns of numbers (17 bytes a send)
+    rather than as objects (about 240); only the sends still waiting for their answer are found by key.
+    """
+
+    def __init__(self) -> None:
+        self._dispatched = array.array("d")  # when each send was handed out
+        self._sent = array.array("d")  # when it really went out; NaN while not known
+        self._refused = bytearray()  # 1 when the site refused it
+        self._dropped = 0  # sends let go from the front: a send's number less this is its place in the columns
+        self._waiting: dict[str, int] = {}  # key -> the number of its send, until its answer comes
+        self.delays: collections.deque[float] = collections.deque(maxlen=64)
+
+    def __len__(self) -> int:
+        return len(self._dispatched)
 
     def dispatched(self, key: str, now: float) -> None:
-        self.sends[key] = Send(now)
-        self.sends.move_to_end(key)
-        while len(self.sends) > LOG_KEPT:
-            self.sends.popitem(last=False)
+        self._waiting[key] = self._dropped + len(self._dispatched)
+        self._dispatched.append(now)
+        self._sent.append(math.nan)
+        self._refused.append(0)
+        if len(self._dispatched) > LOG_KEPT + DROP_BATCH:
+            self._drop(len(self._dispatched) - LOG_KEPT)
 
-    def answered(self, key: str, sent: float | None, refused: bool) -> Send | None:
-        send = self.sends.get(key)
-        if send is None:
-            return None
+    def answered(self, key: str, sent: float | None, refused: bool) -> bool:
+        """Record what became of the send made under key; False when it is no longer kept."""
+        number = self._waiting.pop(key, None)
+        if number is None or number < self._dropped:
+            return False
+        i = number - self._dropped
         if sent is not None:
-            send.sent = sent
-            self.delays.append(max(0.0, sent - send.dispatched))
-        send.refused = refused
-        return send
+            self._sent[i] = sent
+            self.delays.append(max(0.0, sent - self._dispatched[i]))
+        self._refused[i] = 1 if refused else 0
+        return True
 
     def delay(self) -> float:
         """How long after being handed out a prompt is usually sent (page work, the profile's pause)."""
@@ -115,16 +122,30 @@ class SendLog:
         ordered = sorted(self.delays)
         return ordered[int(0.9 * (len(ordered) - 1))] - ordered[int(0.1 * (len(ordered) - 1))]
 
+    def times(self, delay: float) -> Iterator[tuple[float, float]]:
+        """(handed out, went out) of each send the site did not refuse; one not known to have gone counts as `delay` after."""
+        for dispatched, sent, refused in zip(self._dispatched, self._sent, self._refused):
+            if not refused:
+                yield dispatched, (dispatched + delay if math.isnan(sent) else sent)
+
     def admitted(self, now: float) -> list[float]:
-        delay = self.delay()
-        return sorted(s.when(delay) for s in self.sends.values() if not s.refused and s.dispatched <= now)
+        return sorted(sent for dispatched, sent in self.times(self.delay()) if dispatched <= now)
 
     def prune(self, older_than: float) -> None:
-        while self.sends:
-            key, send = next(iter(self.sends.items()))
-            if send.when(0.0) >= older_than:
+        """Let go of the sends, from the oldest, that went out (or were handed out, if that is all we know) before older_than."""
+        count = 0
+        for dispatched, sent in zip(self._dispatched, self._sent):
+            if (dispatched if math.isnan(sent) else sent) >= older_than:
                 break
-            del self.sends[key]
+            count += 1
+        if count:
+            self._drop(count)
+
+    def _drop(self, count: int) -> None:
+        del self._dispatched[:count], self._sent[:count], self._refused[:count]
+        self._dropped += count
+        for key in [k for k, number in self._waiting.items() if number < self._dropped]:
+            del self._waiting[key]  # answers that never came (a worker died): nothing left to record them in
 
 
 @dataclass
@@ -177,7 +198,7 @@ class WindowPacer:
         self.maybe_probe(now)
         window = self.window(log)
         delay = log.delay()
-        inside = sorted(t for t in (s.when(delay) for s in log.sends.values() if not s.refused) if t > now - window)
+        inside = sorted(t for _, t in log.times(delay) if t > now - window)
         if len(inside) < self.estimate.count:
             return 0.0
         return max(0.0, inside[len(inside) - self.estimate.count] + window - now)

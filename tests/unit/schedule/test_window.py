@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tabfleetd.schedule.limits import Limits
-from tabfleetd.schedule.window import Estimate, SendLog, WindowPacer, candidates, choose
+from tabfleetd.schedule.window import DROP_BATCH, LOG_KEPT, Estimate, SendLog, WindowPacer, candidates, choose
 
 
 def test_a_burst_from_idle_reveals_the_window() -> None:
@@ -104,3 +104,28 @@ def test_a_pinned_account_scope_never_holds_the_site(sim: Any) -> None:
     assert view["scope"] == "account" and view["holding_s"] == 0.0
     admitted, _ = sim.per_window(site, 120.0, 600.0)
     assert sum(admitted) >= 0.9 * 2 * 3 * len(admitted), admitted
+
+
+def test_send_log_stays_bounded_and_forgets_lost_answers() -> None:
+    """A log fed far past its cap keeps at most LOG_KEPT (+ one drop batch) sends, and keys whose answer never came go with them."""
+    log = SendLog()
+    for i in range(5 * LOG_KEPT):
+        log.dispatched(f"k{i}", float(i))
+        if i % 2:
+            log.answered(f"k{i}", float(i) + 0.5, refused=False)  # every other answer is lost
+    assert LOG_KEPT <= len(log) <= LOG_KEPT + DROP_BATCH
+    assert len(log._waiting) <= (LOG_KEPT + DROP_BATCH) // 2 + 1
+    assert not log.answered("k0", 1.0, refused=False)  # long gone
+    assert log.answered(f"k{5 * LOG_KEPT - 2}", 5 * LOG_KEPT - 1.5, refused=True)
+    admitted = log.admitted(float(5 * LOG_KEPT))
+    assert len(admitted) == len(log) - 1 and admitted == sorted(admitted)
+
+
+def test_pruning_drops_only_the_old_sends() -> None:
+    """prune lets go of the sends that went out before the horizon and keeps the rest in order."""
+    log = SendLog()
+    for i in range(10):
+        log.dispatched(f"k{i}", float(i))
+        log.answered(f"k{i}", float(i) + 0.25, refused=False)
+    log.prune(5.0)
+    assert log.admitted(100.0) == [5.25, 6.25, 7.25, 8.25, 9.25]
