@@ -328,3 +328,33 @@ def test_a_job_queued_before_the_allow_list_fails_without_running_its_switch(mak
     worker = daemon.call("workers")["workers"][0]
     assert worker["restarts"] == 0 and worker["rotations"] == 0
     assert daemon.wait_job(daemon.submit(["a new job after it"]), timeout=60)["done"] == 1
+
+
+def test_a_job_queued_under_a_looser_site_policy_never_reaches_its_host(make_daemon: Any,
+                                                                        loopback_service: tuple[int, list[str]]) -> None:
+    """A stored job whose start_url the site policy now refuses (a loopback service, as if queued under an older
+    policy) fails each task at once, naming the key, and the service never sees a request; other jobs still run."""
+    port, hits = loopback_service
+    daemon = make_daemon(workers=1, start=False)
+    stored = profiles.builtin("demo")
+    stored["start_url"] = f"http://127.0.0.1:{port}/"
+    out = daemon.work / "old-out"
+    out.mkdir()
+    from tabfleetd.store.store import Store
+
+    store = Store(daemon.state / "store")
+    try:
+        store.create_job(job_id="1005e000", name="old", site="demo", knobs={}, out=str(out),
+                         prompts=["queued long ago", "and another"], max_workers=0, max_attempts=3, source="old.txt",
+                         profile=stored)
+    finally:
+        store.close()
+    daemon.start()
+    status = daemon.wait_job("1005e000", timeout=60)
+    tasks = daemon.call("tasks", {"job": "1005e000"})["tasks"]
+    assert (status["state"], status["failed"]) == ("failed", 2)
+    for task in tasks:
+        assert task["error_kind"] == "permanent", task
+        assert "key 'start_url' host '127.0.0.1' is a loopback address" in task["error"]
+    assert daemon.wait_job(daemon.submit(["a new job after it"]), timeout=60)["done"] == 1
+    assert hits == []

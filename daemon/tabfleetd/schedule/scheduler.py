@@ -47,13 +47,17 @@ RECORD_RETRY_S = 2.0
 class Scheduler:
     def __init__(self, store: AsyncStore, fleet: Fleet, policy: RetryPolicy, site_urls: Any, deadline_s: float,
                  events: EventLog, limits: Limits | None = None, *, min_free_mb: float = 0.0,
-                 held_mb: float = 512.0) -> None:
+                 held_mb: float = 512.0, site_problems: Any = None) -> None:
         self.limits = limits or Limits(0, 0)
         self.store = store
         self.events = events
         self.fleet = fleet
         self.policy = policy
         self.site_urls = site_urls  # async (job) -> start URL of the job's site
+        # async (job) -> what the site policy refuses in the job's profile now; asked once per job and daemon run,
+        # since a job queued under an older policy (site_hosts, site_networks) must not go where this one forbids.
+        self.site_problems = site_problems
+        self.site_refusals: dict[str, str | None] = {}
         self.deadline_s = deadline_s
         self.min_free_mb = min_free_mb
         self.outages = SiteOutages()
@@ -175,7 +179,7 @@ class Scheduler:
                 try:
                     image = await loop.run_in_executor(None, outputs.read_image, path)
                 except OutDirError as exc:  # ForeignFile, or a job path that is not absolute and normalised
-                    await self.refuse_output(task, str(exc))
+                    await self.refuse(task, str(exc))
                     continue
                 except OSError:
                     image = None  # an unreadable directory: the worker's write meets the error and reports it
@@ -186,6 +190,10 @@ class Scheduler:
                 held = self.held.get(task_key(task["job"], task["index"]))
                 if held is not None:
                     await self.write_held(task, job, path, held)
+                    continue
+                refused = await self.site_refused(job)
+                if refused:
+                    await self.refuse(task, refused)
                     continue
                 if handle.state != IDLE:
                     # The worker died or was blocked while we awaited the store; the task goes back.
@@ -249,7 +257,7 @@ class Scheduler:
         """Drop pruned jobs from every in-memory table keyed by job, so that none grows with the daemon's history."""
         for job_id in job_ids:
             for table in (self.jobs, self.finish_times, self.job_events, self.running_per_job, self.first_dispatch,
-                          self.free_checked, self.disk.waiting):
+                          self.free_checked, self.disk.waiting, self.site_refusals):
                 table.pop(job_id, None)
             self.held.drop_job(job_id)
 
@@ -280,9 +288,21 @@ class Scheduler:
         if outcome:
             self.job_changed(outcome[1])
 
-    async def refuse_output(self, task: dict[str, Any], error: str) -> None:
-        """Something that is not our image sits at the task's file name (a symlink, a link, another file): the task
-        fails, and that file is neither adopted nor overwritten."""
+    async def site_refused(self, job: dict[str, Any]) -> str | None:
+        """Why the site policy refuses the job's site now, or None; a refusal fails each task without running it."""
+        if self.site_problems is None:
+            return None
+        if job["id"] not in self.site_refusals:
+            problems = await self.site_problems(job)
+            self.site_refusals[job["id"]] = None if not problems else \
+                "the site policy refuses this job's site profile now: " + "; ".join(problems)
+            if problems:
+                log.warning("job %s: %s", job["id"], self.site_refusals[job["id"]])
+        return self.site_refusals[job["id"]]
+
+    async def refuse(self, task: dict[str, Any], error: str) -> None:
+        """The task fails at once, without running: something that is not our image sits at its file name (a
+        symlink, a link, another file: neither adopted nor overwritten), or its site is one the policy refuses."""
         outcome = await self.store("finish", task_key(task["job"], task["index"]), TaskState.FAILED, error=error,
                                    error_kind=PERMANENT, worker=None, finished=time.time())
         if outcome:

@@ -161,7 +161,8 @@ class Daemon:
         self.limits = Limits(cfg.site_rate_per_min, cfg.account_rate_per_min)
         self.scheduler = Scheduler(self.store, self.fleet, RetryPolicy(cfg.retry_base_s, cfg.retry_cap_s),
                                    self.site_url, cfg.task_deadline_s, self.events, self.limits,
-                                   min_free_mb=cfg.min_free_mb, held_mb=cfg.held_images_mb)
+                                   min_free_mb=cfg.min_free_mb, held_mb=cfg.held_images_mb,
+                                   site_problems=self.site_problems)
         self.fleet.on_capacity = self.scheduler.kick
         self.fleet.on_browser_change = self.browser_changed
         self.bulk = Bulk(self.store, self.scheduler.job_changed, self.forget_jobs)
@@ -310,6 +311,14 @@ class Daemon:
             self.demo = demo
             log.info("demo site at %s", demo.base_url)
         return profiles.start_url(profile, job["id"], job["knobs"], self.demo.base_url if self.demo else None)
+
+    async def site_problems(self, job: dict[str, Any]) -> list[str]:
+        """What the site policy refuses in the job's stored profile (it was checked at submit, maybe under another)."""
+        try:
+            return await self.site_policy.problems(job.get("profile") or profiles.builtin(job["site"]))
+        except Exception as exc:  # a profile stored by an older tabfleet, say: its worker will say what is wrong
+            log.warning("job %s: its site profile could not be checked against the site policy: %r", job["id"], exc)
+            return []
 
     def reconcile_manifests_sync(self) -> None:
         """Make each job's manifest match the store after a crash between the two writes, and delete stray temp files."""
