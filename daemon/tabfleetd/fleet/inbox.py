@@ -1,7 +1,7 @@
 """A worker's inbox: the daemon's messages are read while a task runs, so that an abort reaches the task at once.
 
     daemon -> worker  {"t": "abort", "key"}   the task's job was cancelled: stop generating it (the page is
-                      closed), answer "aborted"; a key that is not the one generating is ignored
+                      closed; one not begun yet never starts), answer "aborted"; another key is ignored
 
 Every other message waits in the queue for the worker's loop, in the order it came, as before.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .channel import Channel
@@ -23,34 +23,49 @@ T = TypeVar("T")
 
 
 class Abortable:
-    """The step of a task that an abort may stop: its generation, under its key."""
+    """The task a worker runs, under its key, and the step of it an abort may stop: its generation."""
 
     def __init__(self) -> None:
         self.key: str | None = None
         self._step: asyncio.Future[Any] | None = None
         self._aborted = False
 
-    async def run(self, key: str, step: Awaitable[T]) -> T:
-        """Await step; raise SiteError(ABORTED) if abort(key) stopped it (a cancel of the caller stays a cancel)."""
-        self.key, self._aborted = key, False
+    def begin(self, key: str) -> None:
+        """A task starts: from now on an abort of its key stops its generation, or keeps one from starting."""
+        self.key, self._step, self._aborted = key, None, False
+
+    def end(self) -> None:
+        self.key = self._step = None
+
+    async def run(self, step: Coroutine[Any, Any, T]) -> T:
+        """Await the generation; raise SiteError(ABORTED) if the task's abort stopped it (a cancel of the caller
+        stays a cancel)."""
+        if self._aborted:
+            step.close()
+            raise self._error()
         self._step = asyncio.ensure_future(step)
         try:
             return await self._step
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self._aborted and current is not None and not current.cancelling():
-                raise SiteError("stopped: its job was cancelled", ABORTED, blame="site") from None
+                raise self._error() from None
             raise
         finally:
-            self.key = self._step = None
+            self._step = None
 
     def abort(self, key: str) -> bool:
-        """Stop the step if it is the one for key; whether one was stopped."""
-        if self._step is None or self._step.done() or key != self.key:
+        """Stop the task's generation (now, or before it starts) if key is the running task's; whether it was."""
+        if key != self.key or self._aborted:
             return False
         self._aborted = True
-        self._step.cancel()
+        if self._step is not None and not self._step.done():
+            self._step.cancel()
         return True
+
+    @staticmethod
+    def _error() -> SiteError:
+        return SiteError("stopped: its job was cancelled", ABORTED, blame="site")
 
 
 class Inbox:

@@ -136,10 +136,12 @@ class Worker:
                     break
                 if msg.get("t") == "task":
                     self.busy = True
+                    self.generation.begin(str(msg["key"]))
                     try:
                         result = await self.run_task(msg)
                     finally:
                         self.busy = False
+                        self.generation.end()
                     await self.chan.send(result)
                 elif msg.get("t") == "login":
                     await self.login(msg)
@@ -341,7 +343,7 @@ class Worker:
                 if not await self.attached():
                     return reply | self.detached_reply()
                 await self.rotate_if_due()
-                data, adopted = await self.generation.run(msg["key"], self.generate(msg, deadline)), False
+                data, adopted = await self.generation.run(self.generate(msg, deadline)), False
                 self.browser_tasks += 1
                 write_atomic(path, data)
                 await self.clear_cache()
