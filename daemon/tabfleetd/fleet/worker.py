@@ -37,11 +37,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from . import loginwindow, proctree, profiletrim, reaper, sessions
+from . import loginwindow, proctree, reaper, sessions
 from .accounts import AccountFiles
 from .browser import Chromium
 from .channel import Channel
 from .inbox import ABORTED, Abortable, Inbox
+from .profilekeeper import ProfileKeeper
 from ..settings.config import Config
 from .devtools import close_page, connect_browser
 from .display import VirtualDisplay
@@ -59,8 +60,6 @@ VIEWPORT = {"width": 1024, "height": 768}
 PAGE_CLOSE_S = 3.0
 REAP_EVERY_S = 2.0  # orphans are also reaped at each SIGCHLD; this catches what coalesced signals hide
 PROFILE_MEASURE_S = 5.0  # how often the profile's size is measured (a walk of its files, in a thread)
-MB = 2**20
-CACHE_LIMIT_MB = 64  # a worker's HTTP disk cache is cleared once it grows past this, and at every rotation
 
 EXIT_OK = 0
 EXIT_BROWSER = 3  # Chromium could not be started
@@ -105,8 +104,7 @@ class Worker:
         self.busy = False
         self.browser_lock = asyncio.Lock()
         self.rotations = 0
-        self.profile_mb: float | None = None  # the local profile's size, last measured
-        self.profile_floor_mb = 0.0  # its size right after the last trim: what it keeps
+        self.profile = None if self.remote is not None else ProfileKeeper(self.chromium, config.profile_max_mb)
         self.display = VirtualDisplay(config.state_dir / "xvfb" / f"worker-{wid}", config.state_dir / "logs" / f"xvfb-{wid}.log")
 
     async def run(self) -> int:
@@ -172,7 +170,8 @@ class Worker:
             info = self.remote.info()
         else:
             sessions.keep_profile_to(self.chromium.profile, self.account)
-            await self.trim_profile()
+            assert self.profile is not None
+            await self.profile.trim()
             self.browser = await connect_browser(self.chromium, timeout, viewport)
             try:
                 pages = await asyncio.wait_for(self.browser.pages(), timeout)
@@ -251,57 +250,18 @@ class Worker:
             log.info("the profile has grown to %.0f MB, over profile_max_mb: restarting Chromium to trim it", self.profile_mb)
             await self.recycle_browser()
 
-    # -- a bounded profile ------------------------------------------------------
+    # -- a bounded profile (profilekeeper.py) -------------------------------------
 
-    async def trim_profile(self) -> None:
-        """Shed the profile's caches, crash dumps and history, and more when it is over its cap (profiletrim.py).
-
-        Only at a browser start, with no Chromium on the profile: a running one holds those files open.
-        """
-        if self.remote is not None or self.chromium.proc is not None:
-            return
-        cap = int(self.config.profile_max_mb * MB)
-        trimmed = await asyncio.get_running_loop().run_in_executor(None, profiletrim.trim, self.chromium.profile, cap)
-        if trimmed.removed:
-            log.info("profile trimmed from %.1f MB to %.1f MB (%d entries%s)", trimmed.before / MB, trimmed.after / MB,
-                     len(trimmed.removed), "; over its cap, all but the session went" if trimmed.deep else "")
-        if trimmed.over_cap:
-            log.warning("the profile is still %.0f MB after trimming, over profile_max_mb %.0f: what holds the session "
-                        "(cookies, storage) has outgrown the cap", trimmed.after / MB, self.config.profile_max_mb)
-        self.profile_mb = self.profile_floor_mb = round(trimmed.after / MB, 1)
-
-    async def measure_profile(self) -> None:
-        if self.remote is None:
-            size = await asyncio.get_running_loop().run_in_executor(None, profiletrim.tree_bytes, self.chromium.profile)
-            self.profile_mb = round(size / MB, 1)
+    @property
+    def profile_mb(self) -> float | None:
+        return None if self.profile is None else self.profile.size_mb
 
     def profile_over_cap(self) -> bool:
-        """Whether the running browser's profile has outgrown its cap by enough to restart it.
-
-        A profile whose kept part alone is over the cap is restarted again only once it grows by a tenth of the
-        cap more, not after every task.
-        """
-        cap = self.config.profile_max_mb
-        if not cap or self.remote is not None or self.page is None or self.profile_mb is None:
-            return False
-        return self.profile_mb > max(cap, self.profile_floor_mb + cap / 10)
+        return self.profile is not None and self.page is not None and self.profile.over_cap()
 
     async def clear_cache(self, always: bool = False) -> None:
-        """Drop the HTTP cache once it has grown past CACHE_LIMIT_MB, or always (at rotation); cookies, and so the login, stay.
-
-        Not after every task: that made each page load fetch everything again, for nothing a cache limit does not do.
-        """
-        if self.page is None or self.remote is not None:  # a remote worker's context keeps its cache in memory, gone at rotation
-            return
-        if not always:
-            cache = self.chromium.profile / "Default" / "Cache"
-            if await asyncio.get_running_loop().run_in_executor(None, profiletrim.tree_bytes, cache) < CACHE_LIMIT_MB * 2**20:
-                return
-            log.info("the HTTP cache has grown past %d MB; clearing it", CACHE_LIMIT_MB)
-        try:
-            await asyncio.wait_for(self.page._client.send("Network.clearBrowserCache"), 2)
-        except Exception as exc:  # a cache that was not cleared costs memory, not correctness
-            log.debug("could not clear the cache: %s", exc)
+        if self.profile is not None and self.page is not None:  # a remote context's cache is in memory, gone at rotation
+            await self.profile.clear_cache(self.page, always)
 
     async def heartbeats(self) -> None:
         assert self.chan is not None
@@ -311,8 +271,8 @@ class Worker:
             now = time.monotonic()
             if now - measured > 5:
                 last_rss, measured = proctree.tree_memory_mb(os.getpid()), now
-            if now - profile_measured > PROFILE_MEASURE_S:
-                await self.measure_profile()
+            if now - profile_measured > PROFILE_MEASURE_S and self.profile is not None:
+                await self.profile.measure()
                 profile_measured = now
             await self.chan.send({"t": "hb", "rss_mb": last_rss, "profile_mb": self.profile_mb})
             if (self.remote is not None and not self.busy and not self.browser_lock.locked() and self.browser is not None
