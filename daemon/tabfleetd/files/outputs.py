@@ -250,3 +250,19 @@ def remove_leftover_temps(out: Path) -> int:
             return sum(d.unlink(name) for name in d.leftover_temps())
     except (FileNotFoundError, OutDirError):
         return 0
+
+
+def space_problem(out: Path, min_free_mb: float) -> str | None:
+    """Why the output directory cannot take images now, or None when it can."""
+    try:
+        st = os.statvfs(out)
+    except FileNotFoundError:
+        return None  # not made yet: the worker's write makes it, or says why it cannot
+    except OSError as exc:
+        return f"cannot read {out}: {exc.strerror}"
+    free_mb = st.f_bavail * st.f_frsize / 2**20
+    if free_mb < min_free_mb:
+        return f"only {free_mb:.1f} MB free on {out} (min_free_mb = {min_free_mb:g})"
+    if st.f_flag & os.ST_RDONLY:
+        return f"{out} is on a read-only filesystem"
+    return None

@@ -12,7 +12,6 @@ import asyncio
 import collections
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -25,11 +24,12 @@ from ..store.events import EventLog
 from ..fleet.fleet import BUSY, IDLE, Fleet, WorkerHandle
 from .held import HeldImages
 from .limits import Limits
+from .manifest import manifest_record, reconcile_manifest
 from .outages import DiskWaits, SiteOutages
 from .rate import moving_rate_per_min
 from .retries import ABORTED, CRASH, DETACHED, DISK, PERMANENT, RATE_LIMIT, TIMEOUT, TRANSIENT, UNREACHABLE, Decision, RetryPolicy
 from ..states import FINISHED_JOB_STATES, JobState, TaskState
-from ..store.store import AsyncStore, Store, task_key
+from ..store.store import AsyncStore, task_key
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class Scheduler:
         if wait > 0 or (job_id not in self.disk.waiting and now - self.free_checked.get(job_id, 0.0) < FREE_CHECK_S):
             return wait
         self.free_checked[job_id] = now
-        problem = await asyncio.get_running_loop().run_in_executor(None, space_problem, Path(job["out"]), self.min_free_mb)
+        problem = await asyncio.get_running_loop().run_in_executor(None, outputs.space_problem, Path(job["out"]), self.min_free_mb)
         if problem is None:
             if self.disk.room(job_id):
                 log.info("job %s: its output has room again", job_id)
@@ -540,47 +540,6 @@ class Scheduler:
         return self.disk.view(job_id, time.time())
 
 
-def space_problem(out: Path, min_free_mb: float) -> str | None:
-    """Why the output directory cannot take images now, or None when it can."""
-    try:
-        st = os.statvfs(out)
-    except FileNotFoundError:
-        return None  # not made yet: the worker's write makes it, or says why it cannot
-    except OSError as exc:
-        return f"cannot read {out}: {exc.strerror}"
-    free_mb = st.f_bavail * st.f_frsize / 2**20
-    if free_mb < min_free_mb:
-        return f"only {free_mb:.1f} MB free on {out} (min_free_mb = {min_free_mb:g})"
-    if st.f_flag & os.ST_RDONLY:
-        return f"{out} is on a read-only filesystem"
-    return None
-
-
 def site_of(job: dict[str, Any]) -> str:
     profile = job.get("profile")
     return str(profile.get("name")) if isinstance(profile, dict) and profile.get("name") else str(job.get("site", ""))
-
-
-def reconcile_manifest(store: Store, job: dict[str, Any]) -> bool:
-    """Rewrite a job's manifest from the store when the two disagree; True when it was rewritten."""
-    out = Path(job["out"])
-    if not outputs.dir_exists(out):
-        return False
-    try:
-        listed = {r.get("file") for r in outputs.manifest_records(out)}
-    except Exception as exc:
-        log.warning("manifest of job %s unreadable (%s); rewriting it", job["id"], exc)
-        listed = set()
-    if listed == store.done_files(job["id"]):  # file names only: a job may hold a million tasks
-        return False
-    done = [t for t in store.tasks_of(job["id"]) if t["state"] == TaskState.DONE.value]
-    done.sort(key=lambda t: (t["finished"] or 0, t["index"]))
-    outputs.rewrite_manifest(out, [manifest_record(t) for t in done])
-    log.info("manifest of job %s rewritten from the store (%d lines)", job["id"], len(done))
-    return True
-
-
-def manifest_record(task: dict[str, Any]) -> dict[str, Any]:
-    return {"index": task["index"], "prompt": task["prompt"], "file": task["file"], "sha256": task["sha256"],
-            "bytes": task["bytes"], "attempts": task["attempts"], "worker": task["worker"],
-            "started": task["started"], "finished": task["finished"]}

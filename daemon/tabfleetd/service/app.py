@@ -32,7 +32,8 @@ from .notify import ServiceLink, status_line
 from ..store.retention import Housekeeper
 from ..schedule.retries import RetryPolicy
 from ..fleet.roster import Roster
-from ..schedule.scheduler import Scheduler, reconcile_manifest
+from ..schedule.manifest import reconcile_manifest
+from ..schedule.scheduler import Scheduler
 from ..control.server import ControlServer
 from ..sites.sitepolicy import SitePolicy
 from ..store.store import AsyncStore, Store
