@@ -89,7 +89,7 @@ def test_a_rotated_profile_sheds_its_caches_and_keeps_its_session(make_daemon: A
     assert worker_view(daemon)["rotations"] >= 1
     assert not [rel for rel in JUNK if (root / rel).exists()], "the junk outlived the rotation"
     assert tree_bytes(root) < grown - 12 * MB
-    assert session_files(root) == kept
+    assert kept <= session_files(root)  # none of the session went (Chromium may write Preferences only later)
     daemon.wait_for(lambda: (worker_view(daemon)["profile_mb"] or 99) < grown / MB - 12, 15, "workers to show the trimmed size")
     assert "profile" in daemon.ctl("workers", check=True).stdout
 
@@ -110,7 +110,7 @@ def test_a_profile_over_its_cap_is_trimmed_while_idle_and_stays_signed_in(make_d
     daemon.wait_for(lambda: (worker_view(daemon)["profile_mb"] or 99) < 20, 30, "the profile to be trimmed below its cap")
     assert time.monotonic() - started < 30
     assert not (root / "Default/Unlisted Growth").exists() and tree_bytes(root) < 20 * MB
-    assert session_files(root) == kept
+    assert kept <= session_files(root)  # none of the session went (Chromium may write Preferences only later)
     assert "over profile_max_mb" in daemon.log.read_text()
     daemon.wait_workers_idle(1)
     run_signed_in(daemon, ["a lantern at dawn"])
