@@ -392,6 +392,39 @@ def test_generation_counts_keep_the_newest_prompts(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.e2e
 @pytest.mark.timeout(60)
+def test_quiet_rate_limit_scopes_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scope per job (the bundled profile's) does not pile up: past the cap, scopes with an empty window go,
+    while a scope whose window is still full keeps refusing."""
+    monkeypatch.setattr(demosite, "_SCOPES_KEPT", 4)
+
+    async def body() -> None:
+        site = DemoSite()
+        await site.start()
+        try:
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+                async with client.get(f"{site.base_url}/"):
+                    pass
+
+                async def generate(scope: str, window: str) -> int:
+                    knobs = {"latency": "0", "rate_limit": f"1/{window}", "scope": scope}
+                    async with client.post(f"{site.base_url}/api/generate",
+                                           json={"prompt": f"in {scope}", "knobs": knobs}) as response:
+                        return response.status
+
+                assert await generate("busy", "60") == 200
+                for n in range(12):
+                    assert await generate(f"job{n}", "0.05") == 200
+                    await asyncio.sleep(0.06)
+                assert len(site._recent) <= 5
+                assert await generate("busy", "60") == 429  # its full window was kept
+        finally:
+            await site.stop()
+
+    run(body)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
 def test_lockup_freezes_renderer() -> None:
     """lockup_rate=1 busy-loops the page so evaluate no longer returns."""
 

@@ -69,6 +69,7 @@ _POISON_RETRY_AFTER = 60
 _MAX_IMAGES = 2_000  # a page fetches its image right after the answer; 10,000 held ~2 MB in the daemon for nothing
 # Prompts whose generations are counted for /api/stats; a demo left running for days forgets the oldest.
 _MAX_PROMPTS_COUNTED = 20_000
+_SCOPES_KEPT = 256  # rate-limit windows and seeded draws kept per scope; quiet scopes go past this
 _HANG_CHECK_S = 0.5  # how often a hung request looks whether its client is still there
 _MAX_PROMPT_CHARS = 100_000
 _MAX_TEXT_KNOB_CHARS = 1_000
@@ -228,7 +229,8 @@ class DemoSite:
         self.signed_in: collections.Counter[str] = collections.Counter()  # account -> generations made signed in
         self.signins: collections.Counter[str] = collections.Counter()  # account -> sign-ins at /signin
         self._images: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self._recent: dict[str, collections.deque[float]] = {}
+        # Per scope (a job, with the bundled profile's start URL): its recent generations and its seeded draws.
+        self._recent: dict[str, tuple[float, collections.deque[float]]] = {}  # scope -> (window, times)
         self._rngs: dict[tuple[str, int], random.Random] = {}
         self.hanging = 0  # requests held open by a hang, until their client goes away
         self._closing = asyncio.Event()
@@ -312,6 +314,8 @@ class DemoSite:
         rng = self._rngs.get(key)
         if rng is None:
             rng = self._rngs[key] = random.Random(f"{knobs.scope}:{knobs.seed}")
+            if len(self._rngs) > _SCOPES_KEPT:
+                del self._rngs[next(iter(self._rngs))]  # the scope seeded first goes first
         return rng
 
     def _admit(self, knobs: Knobs) -> int | None:
@@ -320,13 +324,22 @@ class DemoSite:
             return None
         limit, window = knobs.rate_limit
         now = time.monotonic()
-        recent = self._recent.setdefault(knobs.scope, collections.deque())
+        if len(self._recent) >= _SCOPES_KEPT:
+            self._forget_quiet_scopes(now)
+        _, recent = self._recent.get(knobs.scope, (window, collections.deque()))
+        self._recent[knobs.scope] = (window, recent)  # the window as this request states it
         while recent and recent[0] <= now - window:
             recent.popleft()
         if len(recent) >= limit:
             return max(1, math.ceil(recent[-limit] + window - now))
         recent.append(now)
         return None
+
+    def _forget_quiet_scopes(self, now: float) -> None:
+        """Drop the scopes with nothing left in their window: a demo that runs for days sees a scope per job."""
+        for scope, (window, recent) in list(self._recent.items()):
+            if not recent or recent[-1] <= now - window:
+                del self._recent[scope]
 
     async def _page(self, request: web.Request) -> web.Response:
         if request.query.get("login") == "1" and self._signed_in(request) is None:
