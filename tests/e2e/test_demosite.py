@@ -111,6 +111,21 @@ async def demo_page(query: str) -> AsyncIterator[tuple[DemoSite, Page]]:
         await asyncio.wait_for(site.stop(), 10)
 
 
+@contextlib.asynccontextmanager
+async def page_session() -> AsyncIterator[tuple[DemoSite, aiohttp.ClientSession]]:
+    """A running DemoSite and an HTTP client holding the session cookie its page sets, as a browser would."""
+    site = DemoSite()
+    await site.start()
+    try:
+        # unsafe=True: aiohttp's jar otherwise ignores cookies from IP hosts.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+            async with client.get(f"{site.base_url}/"):
+                pass
+            yield site, client
+    finally:
+        await site.stop()
+
+
 async def send(page: Page, prompt: str, *, enter: bool = False) -> None:
     """Type a prompt the way automation does and send it."""
     await page.focus("#prompt-textarea")
@@ -338,30 +353,22 @@ def test_hung_request_ends_when_its_client_leaves() -> None:
     """A hung request is let go once its client disconnects, so abandoned hangs do not pile up in the site."""
 
     async def body() -> None:
-        site = DemoSite()
-        await site.start()
-        try:
-            jar = aiohttp.CookieJar(unsafe=True)
-            async with aiohttp.ClientSession(cookie_jar=jar) as client:
-                async with client.get(f"{site.base_url}/"):
-                    pass
-                payload = {"prompt": "left hanging", "knobs": {"latency": "0", "hang_rate": "1"}}
-                posts = [asyncio.create_task(client.post(f"{site.base_url}/api/generate", json=payload))
-                         for _ in range(3)]
-                deadline = time.monotonic() + 5
-                while site.hanging < 3:
-                    assert time.monotonic() < deadline, f"only {site.hanging} of 3 requests hung"
-                    await asyncio.sleep(0.05)
-                for post in posts:
-                    post.cancel()
-                await asyncio.gather(*posts, return_exceptions=True)
+        async with page_session() as (site, client):
+            payload = {"prompt": "left hanging", "knobs": {"latency": "0", "hang_rate": "1"}}
+            posts = [asyncio.create_task(client.post(f"{site.base_url}/api/generate", json=payload)) for _ in range(3)]
+            deadline = time.monotonic() + 5
+            while site.hanging < 3:
+                assert time.monotonic() < deadline, f"only {site.hanging} of 3 requests hung"
+                await asyncio.sleep(0.05)
+            for post in posts:
+                post.cancel()
+            await asyncio.gather(*posts, return_exceptions=True)
+            await client.close()  # the client goes away
             deadline = time.monotonic() + 5
             while site.hanging:
                 assert time.monotonic() < deadline, f"{site.hanging} hung requests outlived their client"
                 await asyncio.sleep(0.05)
             assert site.generated == {}
-        finally:
-            await site.stop()
 
     run(body)
 
@@ -373,19 +380,12 @@ def test_generation_counts_keep_the_newest_prompts(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(demosite, "_MAX_PROMPTS_COUNTED", 5)
 
     async def body() -> None:
-        site = DemoSite()
-        await site.start()
-        try:
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
-                async with client.get(f"{site.base_url}/"):
-                    pass
-                for n in [*range(8), 7]:
-                    payload = {"prompt": f"prompt {n}", "knobs": {"latency": "0"}}
-                    async with client.post(f"{site.base_url}/api/generate", json=payload) as response:
-                        assert response.status == 200
+        async with page_session() as (site, client):
+            for n in [*range(8), 7]:
+                payload = {"prompt": f"prompt {n}", "knobs": {"latency": "0"}}
+                async with client.post(f"{site.base_url}/api/generate", json=payload) as response:
+                    assert response.status == 200
             assert site.generated == {"prompt 3": 1, "prompt 4": 1, "prompt 5": 1, "prompt 6": 1, "prompt 7": 2}
-        finally:
-            await site.stop()
 
     run(body)
 
@@ -398,27 +398,20 @@ def test_quiet_rate_limit_scopes_are_forgotten(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(demosite, "_SCOPES_KEPT", 4)
 
     async def body() -> None:
-        site = DemoSite()
-        await site.start()
-        try:
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
-                async with client.get(f"{site.base_url}/"):
-                    pass
+        async with page_session() as (site, client):
 
-                async def generate(scope: str, window: str) -> int:
-                    knobs = {"latency": "0", "rate_limit": f"1/{window}", "scope": scope}
-                    async with client.post(f"{site.base_url}/api/generate",
-                                           json={"prompt": f"in {scope}", "knobs": knobs}) as response:
-                        return response.status
+            async def generate(scope: str, window: str) -> int:
+                knobs = {"latency": "0", "rate_limit": f"1/{window}", "scope": scope}
+                async with client.post(f"{site.base_url}/api/generate",
+                                       json={"prompt": f"in {scope}", "knobs": knobs}) as response:
+                    return response.status
 
-                assert await generate("busy", "60") == 200
-                for n in range(12):
-                    assert await generate(f"job{n}", "0.05") == 200
-                    await asyncio.sleep(0.06)
-                assert len(site._recent) <= 5
-                assert await generate("busy", "60") == 429  # its full window was kept
-        finally:
-            await site.stop()
+            assert await generate("busy", "60") == 200
+            for n in range(12):
+                assert await generate(f"job{n}", "0.05") == 200
+                await asyncio.sleep(0.06)
+            assert len(site._recent) <= 5
+            assert await generate("busy", "60") == 429  # its full window was kept
 
     run(body)
 
